@@ -1,0 +1,126 @@
+/**
+ * Chooses the TensorFlow.js backend: tfjs-node(-gpu) when installed, else WebGPU on a hardware
+ * adapter, else the cpu backend with our fast kernels. `LLM_BACKEND` forces one.
+ */
+import * as tf from "@tensorflow/tfjs";
+import { UserError } from "./errors.ts";
+
+/** The backends this project knows. */
+export const BACKENDS = ["tensorflow", "webgpu", "wasm", "cpu"] as const;
+export type BackendName = typeof BACKENDS[number];
+
+/** What `initBackend` chose, and why the others were skipped. */
+export interface BackendInfo {
+  name: BackendName;
+  detail: string;
+  skipped: string[];
+}
+
+let current: BackendInfo | undefined;
+
+/** Options of initBackend. */
+export interface InitBackendOptions {
+  /** Force a backend (default: env LLM_BACKEND, else automatic). */
+  backend?: string;
+  /** Print the one-line report (default true). */
+  log?: boolean;
+}
+
+/** Picks and initialises the backend once; later calls return the first choice. */
+export async function initBackend(opts: InitBackendOptions = {}): Promise<BackendInfo> {
+  if (current) return current;
+  const forced = opts.backend ?? Deno.env.get("LLM_BACKEND") ?? "";
+  if (forced && !(BACKENDS as readonly string[]).includes(forced)) {
+    throw new UserError(`LLM_BACKEND="${forced}" is not one of ${BACKENDS.join(", ")}`);
+  }
+  const order: BackendName[] = forced ? [forced as BackendName] : ["tensorflow", "webgpu", "cpu"];
+  const skipped: string[] = [];
+  for (const name of order) {
+    const result = await TRY[name](Boolean(forced));
+    if (typeof result === "string") {
+      if (forced) throw new UserError(`backend ${name} is not available: ${result}`);
+      skipped.push(`${name} (${result})`);
+      continue;
+    }
+    current = { name, detail: result.detail, skipped };
+    if (opts.log ?? true) console.error(describeBackend(current));
+    return current;
+  }
+  throw new Error("no tfjs backend could be initialised");
+}
+
+/** One line: which backend runs, and why the others were skipped. */
+export function describeBackend(info: BackendInfo): string {
+  const skipped = info.skipped.length ? `; skipped ${info.skipped.join(", ")}` : "";
+  return `backend: ${info.name} (${info.detail})${skipped}`;
+}
+
+type Attempt = (forced: boolean) => Promise<{ detail: string } | string>;
+
+const TRY: Record<BackendName, Attempt> = {
+  async tensorflow() {
+    // Only when the user installed it: importing an absent npm package would try to download it.
+    for (const pkg of ["tfjs-node-gpu", "tfjs-node"]) {
+      const dir = new URL(`../node_modules/@tensorflow/${pkg}/`, import.meta.url);
+      try {
+        await Deno.stat(dir);
+      } catch {
+        continue;
+      }
+      try {
+        await import(`npm:@tensorflow/${pkg}@4.22.0`);
+        if (await tf.setBackend("tensorflow")) return { detail: `@tensorflow/${pkg}` };
+        return `@tensorflow/${pkg} is installed but did not initialise`;
+      } catch (err) {
+        return `@tensorflow/${pkg} failed to load: ${firstLine(err)}`;
+      }
+    }
+    return "tfjs-node-gpu not installed";
+  },
+  async webgpu(forced) {
+    const gpu = (navigator as Navigator & { gpu?: GPU }).gpu;
+    if (!gpu) return "run deno with --unstable-webgpu to enable it";
+    // Mesa's Vulkan loader complains on stderr without it (harmless, but noise in every run).
+    if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
+    const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
+    if (!adapter) return "no WebGPU adapter";
+    const info = adapter.info;
+    const software = adapter.info.isFallbackAdapter ||
+      /llvmpipe|lavapipe|swiftshader/i.test(`${info.device} ${info.description}`);
+    // A software (CPU) Vulkan driver is far slower than the cpu backend with BLAS: only if forced.
+    if (software && !forced) {
+      return `adapter "${info.description || info.device}" is a software renderer`;
+    }
+    await import("@tensorflow/tfjs-backend-webgpu");
+    if (!(await tf.setBackend("webgpu"))) return "tfjs webgpu backend did not initialise";
+    return { detail: `${info.vendor} ${info.description || info.device}`.trim() };
+  },
+  async wasm() {
+    const wasm = await import("@tensorflow/tfjs-backend-wasm");
+    const dir = new URL("../node_modules/@tensorflow/tfjs-backend-wasm/dist/", import.meta.url);
+    wasm.setWasmPaths(dir.pathname);
+    if (!(await tf.setBackend("wasm"))) return "wasm backend did not initialise";
+    return { detail: "XNNPACK, single thread" };
+  },
+  async cpu() {
+    await tf.setBackend("cpu");
+    // Silence tfjs' "install tfjs-node" banner: we report the choice ourselves.
+    (tf.backend() as unknown as { firstUse: boolean }).firstUse = false;
+    const fast = await registerFastKernelsIfPresent();
+    return { detail: fast };
+  },
+};
+
+async function registerFastKernelsIfPresent(): Promise<string> {
+  try {
+    const mod = await import("./kernels/mod.ts");
+    const r = mod.registerFastKernels();
+    return r.enabled ? `fast kernels: ${r.reason}` : `plain JS kernels: ${r.reason}`;
+  } catch (err) {
+    return `plain JS kernels: ${firstLine(err)}`;
+  }
+}
+
+function firstLine(err: unknown): string {
+  return String(err instanceof Error ? err.message : err).split("\n")[0];
+}

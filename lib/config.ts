@@ -1,0 +1,121 @@
+/**
+ * GPT configurations: the book's GPT_CONFIG_124M and the four OpenAI GPT-2 sizes.
+ * Presets are plain data; `resolveConfig` applies overrides.
+ */
+import { UserError } from "./errors.ts";
+
+/** The hyper-parameters of a GPTModel (the book's cfg dict, in camelCase). */
+export interface GPTConfig {
+  vocabSize: number;
+  contextLength: number;
+  embDim: number;
+  nHeads: number;
+  nLayers: number;
+  dropRate: number;
+  qkvBias: boolean;
+}
+
+const GPT2_BASE = { vocabSize: 50257, contextLength: 1024, dropRate: 0.1, qkvBias: false };
+
+/** Named presets. The gpt2-* sizes are OpenAI's; `gpt-124m-book` is the book's GPT_CONFIG_124M. */
+export const PRESETS: Record<string, GPTConfig> = {
+  "gpt2-small": { ...GPT2_BASE, embDim: 768, nLayers: 12, nHeads: 12 },
+  "gpt2-medium": { ...GPT2_BASE, embDim: 1024, nLayers: 24, nHeads: 16 },
+  "gpt2-large": { ...GPT2_BASE, embDim: 1280, nLayers: 36, nHeads: 20 },
+  "gpt2-xl": { ...GPT2_BASE, embDim: 1600, nLayers: 48, nHeads: 25 },
+  // Appendix D / chapter 5: a 124M model with a short context for training on a laptop.
+  "gpt-124m-book": { ...GPT2_BASE, contextLength: 256, embDim: 768, nLayers: 12, nHeads: 12 },
+  // A small model for quick runs on two CPU cores (our choice, not the book's).
+  "gpt-tiny": { ...GPT2_BASE, contextLength: 128, embDim: 128, nLayers: 2, nHeads: 4 },
+};
+
+/** The book's GPT_CONFIG_124M. */
+export const GPT_CONFIG_124M: GPTConfig = PRESETS["gpt-124m-book"];
+
+/** Overrides the book's code applies on top of a preset. */
+export interface ConfigOverrides {
+  contextLength?: number;
+  dropRate?: number;
+  qkvBias?: boolean;
+  vocabSize?: number;
+}
+
+/** Looks up a preset by name and applies overrides; unknown names list the valid ones. */
+export function resolveConfig(name: string, overrides: ConfigOverrides = {}): GPTConfig {
+  const preset = PRESETS[name];
+  if (!preset) {
+    throw new UserError(
+      `unknown model "${name}"; valid names: ${Object.keys(PRESETS).join(", ")}`,
+    );
+  }
+  const config = { ...preset };
+  for (const [key, value] of Object.entries(overrides)) {
+    if (value !== undefined) (config as Record<string, unknown>)[key] = value;
+  }
+  validateConfig(config);
+  return config;
+}
+
+/** Checks that a config describes a buildable model. */
+export function validateConfig(c: GPTConfig): void {
+  for (const key of ["vocabSize", "contextLength", "embDim", "nHeads", "nLayers"] as const) {
+    if (!Number.isInteger(c[key]) || c[key] <= 0) {
+      throw new UserError(`config.${key} must be a positive integer (got ${c[key]})`);
+    }
+  }
+  if (c.embDim % c.nHeads !== 0) {
+    throw new UserError(`embDim ${c.embDim} is not divisible by nHeads ${c.nHeads}`);
+  }
+  if (!(c.dropRate >= 0 && c.dropRate < 1)) {
+    throw new UserError(`dropRate must be in [0, 1) (got ${c.dropRate})`);
+  }
+}
+
+/** The shape of every parameter of GPTModel(config), by the book's state_dict names. */
+export function parameterShapes(c: GPTConfig): Map<string, number[]> {
+  const e = c.embDim, shapes = new Map<string, number[]>();
+  shapes.set("tok_emb.weight", [c.vocabSize, e]);
+  shapes.set("pos_emb.weight", [c.contextLength, e]);
+  for (let i = 0; i < c.nLayers; i++) {
+    const p = `trf_blocks.${i}`;
+    for (const w of ["W_query", "W_key", "W_value"]) {
+      shapes.set(`${p}.att.${w}.weight`, [e, e]);
+      if (c.qkvBias) shapes.set(`${p}.att.${w}.bias`, [e]);
+    }
+    shapes.set(`${p}.att.out_proj.weight`, [e, e]);
+    shapes.set(`${p}.att.out_proj.bias`, [e]);
+    shapes.set(`${p}.ff.layers.0.weight`, [e, 4 * e]);
+    shapes.set(`${p}.ff.layers.0.bias`, [4 * e]);
+    shapes.set(`${p}.ff.layers.2.weight`, [4 * e, e]);
+    shapes.set(`${p}.ff.layers.2.bias`, [e]);
+    for (const n of ["norm1", "norm2"]) {
+      shapes.set(`${p}.${n}.scale`, [e]);
+      shapes.set(`${p}.${n}.shift`, [e]);
+    }
+  }
+  shapes.set("final_norm.scale", [e]);
+  shapes.set("final_norm.shift", [e]);
+  shapes.set("out_head.weight", [e, c.vocabSize]);
+  return shapes;
+}
+
+/** Parameter counts as the book prints them (chapter 4.6). */
+export interface ParamCounts {
+  totalParams: number;
+  /** Without the output head, i.e. with the head tied to the token embedding (GPT-2's layout). */
+  tiedParams: number;
+  /** Size of all parameters as float32, in MB (1 MB = 1024 * 1024 bytes, as the book computes). */
+  sizeMB: number;
+}
+
+/** Counts parameters from the shapes alone, without allocating the model. */
+export function countParams(c: GPTConfig): ParamCounts {
+  let total = 0;
+  for (const shape of parameterShapes(c).values()) total += shape.reduce((a, b) => a * b, 1);
+  const head = c.embDim * c.vocabSize;
+  return {
+    totalParams: total,
+    tiedParams: total - head,
+    sizeMB: Math.round((total * 4) / (1024 * 1024) * 100) / 100,
+  };
+}

@@ -1,0 +1,490 @@
+/**
+ * Downloads with resume: OpenAI's GPT-2 weights from the Hugging Face Hub (chapter 5.5, appendix
+ * D/E, chapter 7) and the Stanford Alpaca data set (exercise 7.3), cached on disk.
+ *
+ * A transfer streams into `<dest>.part`; an interrupted one resumes with an HTTP Range request
+ * (a server that answers 200 instead of 206 starts over); the size is checked against
+ * Content-Length and the file is renamed into place only when complete.
+ *
+ * @example
+ * ```ts
+ * import { downloadPretrained } from "./download.ts";
+ * import { loadCheckpoint } from "./weights.ts";
+ * const dir = await downloadPretrained("gpt2-small"); // data/cache/gpt2-small/
+ * const { config, tensors } = await loadCheckpoint(dir);
+ * ```
+ * @module
+ */
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { UserError } from "./errors.ts";
+import { exists } from "./fsutil.ts";
+import { checkSafetensorsFile } from "./safetensors.ts";
+
+/** OpenAI's GPT-2 sizes and their Hugging Face repositories. */
+export const PRETRAINED: Record<string, string> = {
+  "gpt2-small": "openai-community/gpt2",
+  "gpt2-medium": "openai-community/gpt2-medium",
+  "gpt2-large": "openai-community/gpt2-large",
+  "gpt2-xl": "openai-community/gpt2-xl",
+};
+
+/** Where Stanford Alpaca's 52,002 instructions are published. */
+export const ALPACA_URL =
+  "https://raw.githubusercontent.com/tatsu-lab/stanford_alpaca/main/alpaca_data.json";
+
+/** Printed whenever the Alpaca data is used. */
+export const ALPACA_LICENSE_NOTE =
+  "note: Stanford Alpaca data (tatsu-lab/stanford_alpaca) is licensed CC BY-NC 4.0: " +
+  "non-commercial use only.";
+
+/** The Hugging Face Hub to download from: env HF_ENDPOINT (a mirror) or https://huggingface.co. */
+export function hfBaseUrl(): string {
+  const env = Deno.env.get("HF_ENDPOINT")?.trim();
+  return (env ? env : "https://huggingface.co").replace(/\/+$/, "");
+}
+
+/** The download cache: env LLM_CACHE_DIR, else `data/cache` in this repository. */
+export function defaultCacheDir(): string {
+  const env = Deno.env.get("LLM_CACHE_DIR")?.trim();
+  if (env) return env;
+  const url = new URL("../data/cache", import.meta.url);
+  return url.protocol === "file:" ? fileURLToPath(url) : join("data", "cache");
+}
+
+// ---------------------------------------------------------------------------------------------
+// One file
+
+/** Progress of one transfer. */
+export interface DownloadProgress {
+  /** Bytes of the file on disk so far (including a resumed part). */
+  received: number;
+  /** The file's full size, when the server said it. */
+  total?: number;
+  /** Speed of this transfer. */
+  bytesPerSec: number;
+  /** Estimated seconds left, when the total is known. */
+  etaSec?: number;
+}
+
+/** Options for {@link downloadFile}. */
+export interface DownloadOptions {
+  /** The size the file must have; a server reporting another size is an error. */
+  expectedSize?: number;
+  /** Called with the progress (throttled like the stderr line, and once at the end). */
+  onProgress?: (p: DownloadProgress) => void;
+  /** Name shown in the progress line and errors (default: the URL's last path segment). */
+  label?: string;
+  signal?: AbortSignal;
+  /** How many times an interrupted transfer is resumed before giving up (default 3). */
+  retries?: number;
+  /** Pause before each resume, in milliseconds (default 1000). */
+  retryDelayMs?: number;
+  /** No progress line on stderr. */
+  quiet?: boolean;
+}
+
+const MB = 1e6;
+
+function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return "?";
+  s = Math.round(s);
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
+  const mm = String(m).padStart(h ? 2 : 1, "0"), ss = String(sec).padStart(2, "0");
+  return h ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
+}
+
+/**
+ * Progress: the callback every 0.2 s; the stderr line redrawn every 0.2 s on a terminal, else
+ * printed every 5 s (logs, notebooks); a summary line at the end.
+ */
+class ProgressLine {
+  readonly #tty = Deno.stderr.isTerminal();
+  readonly #start = performance.now();
+  #lastCallback = 0;
+  #lastLine = this.#tty ? 0 : performance.now(); // logs: first line after 5 s
+  #drawn = false;
+  constructor(
+    readonly label: string,
+    readonly startBytes: number,
+    readonly total: number | undefined,
+    readonly quiet: boolean,
+    readonly onProgress?: (p: DownloadProgress) => void,
+  ) {}
+
+  #progress(received: number): DownloadProgress {
+    const seconds = (performance.now() - this.#start) / 1000;
+    const bytesPerSec = seconds > 0 ? (received - this.startBytes) / seconds : 0;
+    const etaSec = this.total !== undefined && bytesPerSec > 0
+      ? (this.total - received) / bytesPerSec
+      : undefined;
+    return { received, total: this.total, bytesPerSec, etaSec };
+  }
+
+  update(received: number): void {
+    const now = performance.now();
+    if (now - this.#lastCallback < 200) return;
+    this.#lastCallback = now;
+    const p = this.#progress(received);
+    this.onProgress?.(p);
+    if (this.quiet || now - this.#lastLine < (this.#tty ? 200 : 5000)) return;
+    this.#lastLine = now;
+    const size = p.total !== undefined
+      ? `${(received / MB).toFixed(1)}/${(p.total / MB).toFixed(1)} MB (${
+        Math.floor((100 * received) / p.total)
+      }%)`
+      : `${(received / MB).toFixed(1)} MB`;
+    const eta = p.etaSec !== undefined ? `  ETA ${formatSeconds(p.etaSec)}` : "";
+    const line = `${this.label}: ${size}  ${(p.bytesPerSec / MB).toFixed(1)} MB/s${eta}`;
+    writeStderr(this.#tty ? `\r\x1b[K${line}` : `${line}\n`);
+    this.#drawn = true;
+  }
+
+  finish(received: number): void {
+    const p = this.#progress(received);
+    this.onProgress?.(p);
+    if (this.quiet) return;
+    const seconds = (performance.now() - this.#start) / 1000;
+    const line = `${this.label}: ${(received / MB).toFixed(1)} MB in ${seconds.toFixed(1)} s (${
+      (p.bytesPerSec / MB).toFixed(1)
+    } MB/s)`;
+    writeStderr(this.#tty && this.#drawn ? `\r\x1b[K${line}\n` : `${line}\n`);
+  }
+
+  /** Ends a redrawn line before an error message. */
+  abort(): void {
+    if (this.#tty && this.#drawn && !this.quiet) writeStderr("\n");
+  }
+}
+
+function writeStderr(text: string): void {
+  Deno.stderr.writeSync(new TextEncoder().encode(text));
+}
+
+async function fileSize(path: string): Promise<number> {
+  try {
+    return (await Deno.stat(path)).size;
+  } catch {
+    return 0;
+  }
+}
+
+function oneLine(err: unknown): string {
+  const e = err as Error & { cause?: unknown };
+  const msg = [
+    e?.message ?? String(err),
+    e?.cause ? String((e.cause as Error).message ?? e.cause) : "",
+  ]
+    .filter(Boolean).join(": ");
+  return msg.replace(/\s+/g, " ").trim();
+}
+
+/** The useful end of fetch's connection error ("tcp connect error: Connection refused ..."). */
+function connectReason(err: unknown): string {
+  const msg = oneLine(err);
+  const m = /error sending request for url \(.*?\): (?:client error \(\w+\): )?(.*)$/.exec(msg);
+  return m ? m[1] : msg;
+}
+
+/** `bytes a-b/total` -> {start: a, total} (total undefined for `*`). */
+function parseContentRange(value: string | null): { start?: number; total?: number } {
+  const m = /^bytes\s+(?:(\d+)-\d+|\*)\/(\d+|\*)$/i.exec(value?.trim() ?? "");
+  if (!m) return {};
+  return {
+    start: m[1] !== undefined ? Number(m[1]) : undefined,
+    total: m[2] !== "*" ? Number(m[2]) : undefined,
+  };
+}
+
+/** An interrupted body: worth resuming. */
+class Interrupted extends Error {}
+
+/**
+ * Downloads `url` to `dest`: streams into `dest.part`, resumes a partial `.part` with a Range
+ * request, checks the size, then renames into place. Errors are one-line UserErrors (an abort via
+ * `signal` is rethrown as is); an interrupted transfer keeps `.part` for the next try.
+ */
+export async function downloadFile(
+  url: string,
+  dest: string,
+  options: DownloadOptions = {},
+): Promise<void> {
+  const { expectedSize, signal, retries = 3, retryDelayMs = 1000, quiet = false } = options;
+  const label = options.label ?? (new URL(url).pathname.split("/").pop() || url);
+  const part = `${dest}.part`;
+  await Deno.mkdir(dirname(dest), { recursive: true });
+  let lastError = "";
+  for (let attempt = 0; attempt <= retries; attempt++) {
+    if (attempt > 0 && retryDelayMs > 0) await new Promise((r) => setTimeout(r, retryDelayMs));
+    let have = await fileSize(part);
+    if (expectedSize !== undefined && have > expectedSize) {
+      await Deno.remove(part);
+      have = 0;
+    }
+    const headers: Record<string, string> = { "Accept-Encoding": "identity" };
+    if (have > 0) headers.Range = `bytes=${have}-`;
+    let res: Response;
+    try {
+      res = await fetch(url, { headers, signal });
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      const host = new URL(url).host;
+      throw new UserError(
+        `cannot reach ${host} to download ${label}: ${connectReason(err)} (offline?)`,
+      );
+    }
+
+    if (res.status === 416 && have > 0) {
+      // Nothing left to send: the part is complete if it has the server's size, else start over.
+      await res.body?.cancel();
+      const { total } = parseContentRange(res.headers.get("content-range"));
+      if (total === have && (expectedSize === undefined || expectedSize === have)) {
+        await Deno.rename(part, dest);
+        return;
+      }
+      await Deno.remove(part);
+      lastError = `server refused to resume at byte ${have}`;
+      continue;
+    }
+    if (!res.ok) {
+      await res.body?.cancel();
+      throw new UserError(
+        `download of ${label} failed: HTTP ${res.status}${
+          res.statusText ? " " + res.statusText : ""
+        } from ${url}`,
+      );
+    }
+
+    let start = 0;
+    let total: number | undefined;
+    if (res.status === 206) {
+      const range = parseContentRange(res.headers.get("content-range"));
+      if (range.start !== have) {
+        // A range we did not ask for: discard and start over.
+        await res.body?.cancel();
+        await Deno.remove(part).catch(() => {});
+        lastError = `server sent an unexpected range (${res.headers.get("content-range")})`;
+        continue;
+      }
+      start = have;
+      total = range.total;
+    } else {
+      // 200: the server ignored Range (or there was none): the whole file follows.
+      const length = res.headers.get("content-length");
+      total = length !== null && /^\d+$/.test(length) ? Number(length) : undefined;
+    }
+    if (expectedSize !== undefined && total !== undefined && total !== expectedSize) {
+      await res.body?.cancel();
+      await Deno.remove(part).catch(() => {});
+      throw new UserError(
+        `download of ${label}: the server reports ${total} bytes but ${expectedSize} were expected (${url})`,
+      );
+    }
+    total ??= expectedSize;
+
+    const progress = new ProgressLine(label, start, total, quiet, options.onProgress);
+    let received = start;
+    try {
+      {
+        using file = await Deno.open(part, {
+          write: true,
+          create: true,
+          truncate: start === 0,
+          append: start > 0,
+        });
+        if (!res.body) throw new Interrupted("empty response body");
+        try {
+          for await (const chunk of res.body) {
+            let done = 0;
+            while (done < chunk.length) done += await file.write(chunk.subarray(done));
+            received += chunk.length;
+            if (total !== undefined && received > total) break;
+            progress.update(received);
+          }
+        } catch (err) {
+          if (signal?.aborted) throw err;
+          throw new Interrupted(oneLine(err));
+        }
+      }
+      if (total !== undefined && received > total) {
+        await Deno.remove(part);
+        throw new UserError(
+          `download of ${label}: received more than the ${total} bytes announced (${url})`,
+        );
+      }
+      if (total !== undefined && received < total) {
+        throw new Interrupted(`connection closed after ${received} of ${total} bytes`);
+      }
+    } catch (err) {
+      progress.abort();
+      if (err instanceof Interrupted) {
+        lastError = err.message;
+        continue;
+      }
+      throw err;
+    }
+    await Deno.rename(part, dest);
+    progress.finish(received);
+    return;
+  }
+  const kept = (await fileSize(part)) > 0 ? `; run again to resume from ${part}` : "";
+  throw new UserError(`download of ${label} from ${url} was interrupted (${lastError})${kept}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// GPT-2 weights
+
+/** Options for {@link downloadPretrained}. */
+export interface PretrainedOptions {
+  /** Default: {@link defaultCacheDir}. The files go to `<cacheDir>/<name>/`. */
+  cacheDir?: string;
+  /** Default: {@link hfBaseUrl}. */
+  baseUrl?: string;
+  signal?: AbortSignal;
+  quiet?: boolean;
+  /** See {@link DownloadOptions}. */
+  retries?: number;
+  retryDelayMs?: number;
+}
+
+async function isGpt2Config(path: string): Promise<boolean> {
+  try {
+    const json = JSON.parse(await Deno.readTextFile(path));
+    return typeof json === "object" && json !== null && typeof json.n_embd === "number";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Fetches OpenAI's GPT-2 `config.json` and `model.safetensors` for `name` (a key of
+ * {@link PRETRAINED}) into `<cacheDir>/<name>/` and returns that folder. Complete cached files are
+ * kept; a truncated `model.safetensors` is resumed.
+ */
+export async function downloadPretrained(
+  name: string,
+  options: PretrainedOptions = {},
+): Promise<string> {
+  const repo = PRETRAINED[name];
+  if (!repo) {
+    throw new UserError(
+      `unknown pretrained model "${name}"; valid names: ${Object.keys(PRETRAINED).join(", ")}`,
+    );
+  }
+  const dir = join(options.cacheDir ?? defaultCacheDir(), name);
+  const page = `${options.baseUrl?.replace(/\/+$/, "") ?? hfBaseUrl()}/${repo}`;
+  const common: DownloadOptions = {
+    signal: options.signal,
+    quiet: options.quiet,
+    retries: options.retries,
+    retryDelayMs: options.retryDelayMs,
+  };
+  try {
+    const configPath = join(dir, "config.json");
+    if (!await isGpt2Config(configPath)) {
+      await Deno.remove(configPath).catch(() => {});
+      await downloadFile(`${page}/resolve/main/config.json`, configPath, {
+        ...common,
+        label: `${name}/config.json`,
+      });
+      if (!await isGpt2Config(configPath)) {
+        await Deno.remove(configPath).catch(() => {});
+        throw new UserError(`the downloaded ${name}/config.json is not a GPT-2 config`);
+      }
+    }
+
+    const weightsPath = join(dir, "model.safetensors");
+    const cached = await checkSafetensorsFile(weightsPath);
+    if (cached.status !== "ok") {
+      if (cached.status === "truncated") {
+        // Resume where the cached copy ends (unless a longer .part exists).
+        const partSize = await fileSize(`${weightsPath}.part`);
+        if (cached.size > partSize) await Deno.rename(weightsPath, `${weightsPath}.part`);
+        else await Deno.remove(weightsPath);
+      } else if (cached.status === "corrupt") {
+        await Deno.remove(weightsPath);
+      }
+      await downloadFile(`${page}/resolve/main/model.safetensors`, weightsPath, {
+        ...common,
+        expectedSize: cached.expectedSize,
+        label: `${name}/model.safetensors`,
+      });
+      const fetched = await checkSafetensorsFile(weightsPath);
+      if (fetched.status !== "ok") {
+        await Deno.remove(weightsPath).catch(() => {});
+        throw new UserError(
+          `the downloaded ${name}/model.safetensors is ${fetched.status} (${fetched.reason})`,
+        );
+      }
+    }
+  } catch (err) {
+    if (err instanceof UserError) {
+      throw new UserError(
+        `${err.message}; put config.json and model.safetensors from ${page} into ${dir}`,
+      );
+    }
+    throw err;
+  }
+  return dir;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stanford Alpaca (exercise 7.3)
+
+/** Options for {@link downloadAlpaca}. */
+export interface AlpacaOptions {
+  /** Default: {@link defaultCacheDir}. The file is `<cacheDir>/alpaca_data.json`. */
+  cacheDir?: string;
+  /** Default: env ALPACA_URL, else {@link ALPACA_URL}. */
+  url?: string;
+  signal?: AbortSignal;
+  quiet?: boolean;
+  retries?: number;
+  retryDelayMs?: number;
+}
+
+/** Number of entries when `path` holds Alpaca-style JSON ([{instruction, input, output}]), else 0. */
+async function alpacaEntries(path: string): Promise<number> {
+  try {
+    const json = JSON.parse(await Deno.readTextFile(path));
+    const ok = Array.isArray(json) && json.length > 0 &&
+      json.every((e) => typeof e?.instruction === "string" && typeof e?.output === "string");
+    return ok ? json.length : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Fetches Stanford Alpaca's `alpaca_data.json` (52,002 entries, ~22 MB) into the cache and returns
+ * its path; a valid cached copy is reused. Prints the license note (CC BY-NC 4.0) on stderr.
+ */
+export async function downloadAlpaca(options: AlpacaOptions = {}): Promise<string> {
+  const url = options.url ?? (Deno.env.get("ALPACA_URL")?.trim() || ALPACA_URL);
+  const dir = options.cacheDir ?? defaultCacheDir();
+  const path = join(dir, "alpaca_data.json");
+  console.error(ALPACA_LICENSE_NOTE);
+  if (await exists(path) && await alpacaEntries(path) > 0) return path;
+  try {
+    await Deno.remove(path).catch(() => {});
+    await downloadFile(url, path, {
+      label: "alpaca_data.json",
+      signal: options.signal,
+      quiet: options.quiet,
+      retries: options.retries,
+      retryDelayMs: options.retryDelayMs,
+    });
+    if (await alpacaEntries(path) === 0) {
+      await Deno.remove(path).catch(() => {});
+      throw new UserError(
+        `the downloaded alpaca_data.json is not a list of {instruction, input, output}`,
+      );
+    }
+  } catch (err) {
+    if (err instanceof UserError) {
+      throw new UserError(`${err.message}; put alpaca_data.json from ${url} into ${dir}`);
+    }
+    throw err;
+  }
+  return path;
+}

@@ -1,0 +1,151 @@
+/**
+ * Fast kernels for tfjs' pure-JS "cpu" backend.
+ *
+ * `registerFastKernels()` replaces the cpu backend's hottest kernels for a GPT training step
+ * (matrix products through a system BLAS, elementwise/broadcast ops, reductions, softmax,
+ * transposes, the embedding gather and its gradient) and adds three fused kernels:
+ * `LlmSparseXent` / `LlmSparseXentGrad` (cross-entropy without a one-hot) and `LlmAdamW`
+ * (in-place optimizer step). Each replaced kernel handles the common cases and calls the stock
+ * kernel for the rest, so results match the stock kernels (to float32 rounding).
+ *
+ * Off when the environment has `LLM_FAST_KERNELS=0`. Without a BLAS (or without
+ * `--allow-ffi`) everything but the matrix products is still registered.
+ */
+import * as tf from "@tensorflow/tfjs";
+import { type Blas, loadBlas } from "./blas.ts";
+import { makeBatchMatMul, makeFusedMatMul } from "./matmul.ts";
+import { BINARY_LOOPS, makeBinary, makeUnary, pow, step, UNARY_NAMES } from "./elementwise.ts";
+import { makeReduce, softmax } from "./reduce.ts";
+import { cast, gatherV2, select, tile, transpose, unsortedSegmentSum } from "./shape.ts";
+import {
+  SPARSE_XENT,
+  SPARSE_XENT_GRAD,
+  sparseXent,
+  sparseXentGrad,
+  sparseXentGradConfig,
+} from "./xent.ts";
+import { ADAMW, adamw } from "./adamw.ts";
+import type { FastKernel, KernelArgs } from "./util.ts";
+
+export { ADAMW, adamwReference, type AdamWStep } from "./adamw.ts";
+export { SPARSE_XENT, SPARSE_XENT_GRAD, sparseXentReference } from "./xent.ts";
+export { type Blas, loadBlas } from "./blas.ts";
+
+/** What registerFastKernels did. */
+export interface FastKernelStatus {
+  /** Whether the kernels are registered on the cpu backend. */
+  enabled: boolean;
+  /** One line: why not, or what (BLAS library and threads). */
+  reason: string;
+}
+
+const BACKEND = "cpu";
+
+interface Registered {
+  status: FastKernelStatus;
+  /** Stock kernel configs that were replaced (null: the kernel did not exist before). */
+  replaced: Map<string, tf.KernelConfig | null>;
+}
+
+let state: Registered | null = null;
+
+/** Names of the kernels a call to registerFastKernels replaced or added (empty when off). */
+export function fastKernelNames(): string[] {
+  return state?.status.enabled ? [...state.replaced.keys()] : [];
+}
+
+function envDisabled(): boolean {
+  try {
+    return Deno.env.get("LLM_FAST_KERNELS") === "0";
+  } catch {
+    return false; // no --allow-env: default on
+  }
+}
+
+/**
+ * Registers the fast kernels on tfjs' "cpu" backend (idempotent: later calls return the first
+ * result). Call before running ops; works whichever backend is active, but only cpu uses them.
+ */
+export function registerFastKernels(
+  options: { blas?: Blas | null; force?: boolean } = {},
+): FastKernelStatus {
+  if (state != null && !options.force) return state.status;
+  if (state != null) restoreStockKernels();
+  if (envDisabled()) {
+    state = {
+      status: { enabled: false, reason: "LLM_FAST_KERNELS=0" },
+      replaced: new Map(),
+    };
+    return state.status;
+  }
+  if (tf.getKernelsForBackend(BACKEND).length === 0) {
+    state = {
+      status: { enabled: false, reason: "tfjs has no cpu backend registered" },
+      replaced: new Map(),
+    };
+    return state.status;
+  }
+  const blas = options.blas !== undefined ? options.blas : loadBlas();
+  const replaced = new Map<string, tf.KernelConfig | null>();
+  const replace = (name: string, fast: FastKernel) => {
+    const stock = tf.getKernel(name, BACKEND) ?? null;
+    replaced.set(name, stock);
+    if (stock != null) tf.unregisterKernel(name, BACKEND);
+    const stockFunc = stock?.kernelFunc;
+    tf.registerKernel({
+      ...(stock ?? {}),
+      kernelName: name,
+      backendName: BACKEND,
+      kernelFunc: (args: KernelArgs) => {
+        const out = fast(args);
+        if (out != null) return out;
+        if (stockFunc == null) throw new Error(`${name}: case not handled by the fast kernel`);
+        // deno-lint-ignore no-explicit-any
+        return stockFunc(args as any);
+      },
+    } as tf.KernelConfig);
+  };
+
+  if (blas != null) {
+    replace(tf.BatchMatMul, makeBatchMatMul(blas));
+    replace(tf._FusedMatMul, makeFusedMatMul(blas));
+  }
+  for (const [name, loops] of Object.entries(BINARY_LOOPS)) replace(name, makeBinary(loops));
+  for (const name of UNARY_NAMES) replace(name, makeUnary(name));
+  replace(tf.Step, step);
+  replace(tf.Pow, pow);
+  replace(tf.Sum, makeReduce("sum"));
+  replace(tf.Mean, makeReduce("mean"));
+  replace(tf.Max, makeReduce("max"));
+  replace(tf.Min, makeReduce("min"));
+  replace(tf.Softmax, softmax);
+  replace(tf.Transpose, transpose);
+  replace(tf.Tile, tile);
+  replace(tf.Cast, cast);
+  replace(tf.Select, select);
+  replace(tf.GatherV2, gatherV2);
+  replace(tf.UnsortedSegmentSum, unsortedSegmentSum);
+  replace(SPARSE_XENT, sparseXent);
+  replace(SPARSE_XENT_GRAD, sparseXentGrad);
+  replace(ADAMW, adamw);
+  if (tf.getGradient(SPARSE_XENT) == null) tf.registerGradient(sparseXentGradConfig);
+
+  const how = blas == null
+    ? "no BLAS found: matrix products stay on the stock kernel"
+    : `BLAS ${blas.path}${blas.threads != null ? `, ${blas.threads} threads` : ""}`;
+  state = { status: { enabled: true, reason: how }, replaced };
+  return state.status;
+}
+
+/**
+ * Puts the stock kernels back and removes the added ones (tests compare the two). The
+ * LlmSparseXent gradient stays registered; it is only used when that kernel runs.
+ */
+export function restoreStockKernels(): void {
+  if (state == null) return;
+  for (const [name, stock] of state.replaced) {
+    tf.unregisterKernel(name, BACKEND);
+    if (stock != null) tf.registerKernel(stock);
+  }
+  state = null;
+}

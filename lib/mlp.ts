@@ -1,0 +1,238 @@
+/**
+ * Appendix A of the book in TensorFlow.js: a small multilayer perceptron, the toy data set, a
+ * DataLoader, a plain SGD training loop and accuracy, plus the autograd example of section A.4.
+ */
+import * as tf from "@tensorflow/tfjs";
+import { Linear, Module, SeedStream } from "./nn.ts";
+import { makeRng, type Rng, shuffleInPlace } from "./random.ts";
+import { crossEntropy } from "./train/loss.ts";
+
+/** A plain ordered container, so parameter names read like torch.nn.Sequential's `layers.0.weight`. */
+class Sequential extends Module {}
+
+/**
+ * The book's `NeuralNetwork(num_inputs, num_outputs)`: Linear(num_inputs, 30), ReLU, Linear(30, 20),
+ * ReLU, Linear(20, num_outputs). Weights use PyTorch's default init, U(-1/sqrt(fanIn), 1/sqrt(fanIn)),
+ * drawn from `seed`; they are stored [in, out] like every linear in this project.
+ */
+export class NeuralNetwork extends Module {
+  readonly layers: Linear[];
+
+  constructor(
+    readonly numInputs: number,
+    readonly numOutputs: number,
+    { seed = 123 }: { seed?: number } = {},
+  ) {
+    super();
+    const seeds = new SeedStream(seed);
+    const seq = this.addChild("layers", new Sequential());
+    const dims = [numInputs, 30, 20, numOutputs];
+    // Indices 0, 2, 4 as in the book's Sequential; 1 and 3 are the parameter-free ReLUs.
+    this.layers = [0, 1, 2].map((i) => {
+      const layer = new Linear(dims[i], dims[i + 1], { seed: seeds.next() });
+      seq.setChild(String(2 * i), layer);
+      return layer;
+    });
+  }
+
+  /** Logits [batch, numOutputs] for features [batch, numInputs]. */
+  forward(x: tf.Tensor): tf.Tensor2D {
+    return tf.tidy(() => {
+      let h: tf.Tensor = x;
+      this.layers.forEach((layer, i) => {
+        h = layer.apply(h);
+        if (i < this.layers.length - 1) h = tf.relu(h);
+      });
+      return h as tf.Tensor2D;
+    });
+  }
+}
+
+/**
+ * Number of trainable parameters, the book's `sum(p.numel() for p in model.parameters() if
+ * p.requires_grad)`: 752 for NeuralNetwork(2, 2), 2,213 for NeuralNetwork(50, 3).
+ */
+export function countParams(model: Module): number {
+  let n = 0;
+  for (const v of model.namedParameters().values()) if (v.trainable) n += v.size;
+  return n;
+}
+
+/** Features and class labels, the book's `ToyDataset(X, y)`. */
+export interface ToyDataset {
+  readonly features: readonly (readonly number[])[];
+  readonly labels: readonly number[];
+}
+
+/** Appendix A's five training examples (two classes). */
+export const TOY_TRAIN: ToyDataset = {
+  features: [[-1.2, 3.1], [-0.9, 2.9], [-0.5, 2.6], [2.3, -1.1], [2.7, -1.5]],
+  labels: [0, 0, 0, 1, 1],
+};
+
+/** Appendix A's two test examples. */
+export const TOY_TEST: ToyDataset = {
+  features: [[-0.8, 2.8], [2.6, -1.6]],
+  labels: [0, 1],
+};
+
+/** One batch as plain arrays; the training step turns it into tensors inside its tf.tidy. */
+export interface Batch {
+  features: number[][];
+  labels: number[];
+}
+
+/** Options of DataLoader, with torch.utils.data.DataLoader's defaults. */
+export interface DataLoaderOptions {
+  batchSize?: number;
+  /** A new order every epoch, drawn from `seed`. */
+  shuffle?: boolean;
+  /** Drop a last batch smaller than batchSize (appendix A drops the fifth training example). */
+  dropLast?: boolean;
+  seed?: number;
+}
+
+/** The book's DataLoader: iterate once per epoch to get batches. */
+export class DataLoader implements Iterable<Batch> {
+  readonly batchSize: number;
+  readonly shuffle: boolean;
+  readonly dropLast: boolean;
+  readonly #rng: Rng;
+
+  constructor(
+    readonly dataset: ToyDataset,
+    { batchSize = 1, shuffle = false, dropLast = false, seed = 123 }: DataLoaderOptions = {},
+  ) {
+    if (!(batchSize >= 1)) throw new RangeError(`batchSize must be at least 1, got ${batchSize}`);
+    this.batchSize = batchSize;
+    this.shuffle = shuffle;
+    this.dropLast = dropLast;
+    this.#rng = makeRng(seed);
+  }
+
+  /** Batches per epoch, the book's `len(train_loader)`. */
+  get length(): number {
+    const n = this.dataset.labels.length / this.batchSize;
+    return this.dropLast ? Math.floor(n) : Math.ceil(n);
+  }
+
+  *[Symbol.iterator](): Iterator<Batch> {
+    const order = this.dataset.labels.map((_, i) => i);
+    // A new permutation each epoch from the loader's own seeded generator.
+    if (this.shuffle) shuffleInPlace(order, this.#rng);
+    for (let b = 0; b < this.length; b++) {
+      const idx = order.slice(b * this.batchSize, (b + 1) * this.batchSize);
+      yield {
+        features: idx.map((i) => [...this.dataset.features[i]]),
+        labels: idx.map((i) => this.dataset.labels[i]),
+      };
+    }
+  }
+}
+
+/** Options of trainModel, with appendix A's values. */
+export interface TrainOptions {
+  lr?: number;
+  numEpochs?: number;
+  /** Receives the book's progress lines; console.log by default. */
+  log?: (line: string) => void;
+}
+
+/** Per-batch training losses, in order. */
+export interface TrainResult {
+  batchLosses: number[];
+}
+
+/**
+ * Appendix A's training loop: cross-entropy, gradients with tf.variableGrads and a plain SGD step
+ * (`w -= lr * grad`, torch.optim.SGD without momentum), printing
+ * `Epoch: 001/003 | Batch 000/002 | Train Loss: 0.75` per batch.
+ */
+export function trainModel(
+  model: NeuralNetwork,
+  trainLoader: DataLoader,
+  { lr = 0.5, numEpochs = 3, log = console.log }: TrainOptions = {},
+): TrainResult {
+  const params = [...model.namedParameters().values()].filter((v) => v.trainable);
+  const batchLosses: number[] = [];
+  const pad = (n: number) => String(n).padStart(3, "0");
+  for (let epoch = 0; epoch < numEpochs; epoch++) {
+    model.train();
+    let batchIdx = 0;
+    for (const batch of trainLoader) {
+      const loss = tf.tidy(() => {
+        const x = tf.tensor2d(batch.features);
+        const y = tf.tensor1d(batch.labels, "int32");
+        const { value, grads } = tf.variableGrads(() => crossEntropy(model.forward(x), y), params);
+        for (const v of params) v.assign(tf.sub(v, tf.mul(grads[v.name], lr)));
+        return value.dataSync()[0];
+      });
+      batchLosses.push(loss);
+      log(
+        `Epoch: ${pad(epoch + 1)}/${pad(numEpochs)} | Batch ${pad(batchIdx)}/${
+          pad(trainLoader.length)
+        } | Train Loss: ${loss.toFixed(2)}`,
+      );
+      batchIdx++;
+    }
+    model.eval();
+  }
+  return { batchLosses };
+}
+
+/** Predicted class per row: argmax of the logits. */
+export function predict(model: NeuralNetwork, features: readonly (readonly number[])[]): number[] {
+  return tf.tidy(() =>
+    Array.from(tf.argMax(model.forward(tf.tensor2d(features as number[][])), 1).dataSync())
+  );
+}
+
+/** The book's compute_accuracy: the fraction of examples whose predicted class is the label. */
+export function computeAccuracy(model: NeuralNetwork, loader: DataLoader): number {
+  let correct = 0;
+  let total = 0;
+  for (const batch of loader) {
+    const predicted = predict(model, batch.features);
+    correct += predicted.filter((p, i) => p === batch.labels[i]).length;
+    total += batch.labels.length;
+  }
+  return correct / total;
+}
+
+/** Section A.4's logistic regression unit: inputs, weight, bias and true label. */
+export interface LogisticExample {
+  x1?: number;
+  w1?: number;
+  b?: number;
+  y?: number;
+}
+
+/** The loss of section A.4 and its gradients with respect to w1 and b. */
+export interface LogisticGrads {
+  loss: number;
+  gradW1: number;
+  gradB: number;
+}
+
+/**
+ * Section A.4's autograd example: z = x1 * w1 + b, a = sigmoid(z), binary cross-entropy against y.
+ * With the book's values (y = 1, x1 = 1.1, w1 = 2.2, b = 0) the loss is 0.0852 and the gradients
+ * are dL/dw1 = -0.0898 and dL/db = -0.0817.
+ */
+export function logisticRegressionGrads(
+  { x1 = 1.1, w1 = 2.2, b = 0.0, y = 1.0 }: LogisticExample = {},
+): LogisticGrads {
+  return tf.tidy(() => {
+    const lossOf = (w: tf.Tensor, bias: tf.Tensor) => {
+      const a = tf.sigmoid(tf.add(tf.mul(x1, w), bias));
+      // binary_cross_entropy: -(y log a + (1 - y) log(1 - a))
+      return tf.neg(tf.add(tf.mul(y, tf.log(a)), tf.mul(1 - y, tf.log(tf.sub(1, a))))) as tf.Scalar;
+    };
+    const { value, grads } = tf.valueAndGrads(lossOf)([tf.scalar(w1), tf.scalar(b)]);
+    return {
+      loss: value.dataSync()[0],
+      gradW1: grads[0].dataSync()[0],
+      gradB: grads[1].dataSync()[0],
+    };
+  });
+}

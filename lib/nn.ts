@@ -1,0 +1,206 @@
+/**
+ * A minimal module system on TensorFlow.js, shaped like PyTorch's nn.Module: named parameters,
+ * named sub-modules that can be replaced (LoRA swaps linears), and a train/eval flag.
+ */
+import * as tf from "@tensorflow/tfjs";
+
+/** A node of the model tree. Parameters are tf.Variables; `trainable` is the freeze flag. */
+export abstract class Module {
+  training = false;
+  protected readonly ownParams = new Map<string, tf.Variable>();
+  protected readonly children = new Map<string, Module>();
+
+  /** Every parameter under this module, named like PyTorch's state_dict. */
+  namedParameters(prefix = ""): Map<string, tf.Variable> {
+    const out = new Map<string, tf.Variable>();
+    for (const [name, v] of this.ownParams) out.set(prefix + name, v);
+    for (const [name, child] of this.children) {
+      for (const [n, v] of child.namedParameters(`${prefix}${name}.`)) out.set(n, v);
+    }
+    return out;
+  }
+
+  /** Every module under this one (itself first, as ""), like named_modules(). */
+  namedModules(prefix = ""): Map<string, Module> {
+    const out = new Map<string, Module>([[prefix.replace(/\.$/, ""), this]]);
+    for (const [name, child] of this.children) {
+      for (const [n, m] of child.namedModules(`${prefix}${name}.`)) out.set(n, m);
+    }
+    return out;
+  }
+
+  /** A direct child by name. */
+  child<T extends Module = Module>(name: string): T {
+    const m = this.children.get(name);
+    if (!m) throw new Error(`${this.constructor.name} has no child "${name}"`);
+    return m as T;
+  }
+
+  /** Direct children, in order. */
+  namedChildren(): [string, Module][] {
+    return [...this.children];
+  }
+
+  /** Replaces (or adds) a direct child: how LoRA swaps a Linear for a LinearWithLoRA. */
+  setChild(name: string, module: Module): void {
+    this.children.set(name, module);
+  }
+
+  /** Switches dropout on (train) or off (eval) in this module and all below it. */
+  train(on = true): this {
+    for (const m of this.namedModules().values()) m.training = on;
+    return this;
+  }
+
+  /** Eval mode: dropout off. */
+  eval(): this {
+    return this.train(false);
+  }
+
+  /** Frees every parameter's memory. */
+  dispose(): void {
+    for (const v of this.namedParameters().values()) v.dispose();
+  }
+
+  protected addParam(name: string, value: tf.Tensor, trainable = true): tf.Variable {
+    const v = tf.variable(value, trainable);
+    value.dispose();
+    this.ownParams.set(name, v);
+    return v;
+  }
+
+  protected addChild<T extends Module>(name: string, m: T): T {
+    this.children.set(name, m);
+    return m;
+  }
+}
+
+/** Something that maps [..., inDim] to [..., outDim]: a Linear or a LoRA-wrapped one. */
+export interface LinearLike extends Module {
+  readonly inDim: number;
+  readonly outDim: number;
+  apply(x: tf.Tensor): tf.Tensor;
+}
+
+/** A source of distinct seeds, so that dropout masks repeat from run to run and resume exactly. */
+export class SeedStream {
+  constructor(public base: number, public counter = 0) {}
+  next(): number {
+    this.counter++;
+    // Mix base and counter into a 31-bit seed (a simple integer hash; quality is ample for masks).
+    let h = Math.imul(this.base ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(this.counter, 0xc2b2ae35);
+    h ^= h >>> 16;
+    h = Math.imul(h, 0x7feb352d);
+    h ^= h >>> 15;
+    return h >>> 1;
+  }
+}
+
+/** PyTorch's default Linear init: weight and bias from U(-1/sqrt(inDim), 1/sqrt(inDim)). */
+export class Linear extends Module implements LinearLike {
+  readonly weight: tf.Variable;
+  readonly bias?: tf.Variable;
+  constructor(
+    readonly inDim: number,
+    readonly outDim: number,
+    { bias = true, seed = 0 }: { bias?: boolean; seed?: number } = {},
+  ) {
+    super();
+    const bound = 1 / Math.sqrt(inDim);
+    // Stored [inDim, outDim] (HF Conv1D layout): forward is x @ W, no transpose.
+    this.weight = this.addParam(
+      "weight",
+      tf.randomUniform([inDim, outDim], -bound, bound, "float32", seed),
+    );
+    if (bias) {
+      this.bias = this.addParam(
+        "bias",
+        tf.randomUniform([outDim], -bound, bound, "float32", seed + 1),
+      );
+    }
+  }
+
+  apply(x: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => {
+      const shape = x.shape;
+      const x2 = x.reshape([-1, this.inDim]);
+      const y = this.bias
+        ? tf.add(tf.matMul(x2, this.weight), this.bias)
+        : tf.matMul(x2, this.weight);
+      return y.reshape([...shape.slice(0, -1), this.outDim]);
+    });
+  }
+}
+
+/** nn.Embedding: rows drawn from N(0, 1) as PyTorch does. */
+export class Embedding extends Module {
+  readonly weight: tf.Variable;
+  constructor(num: number, dim: number, { seed = 0 } = {}) {
+    super();
+    this.weight = this.addParam("weight", tf.randomNormal([num, dim], 0, 1, "float32", seed));
+  }
+  apply(ids: tf.Tensor): tf.Tensor {
+    return embeddingLookup(this.weight, ids);
+  }
+}
+
+/**
+ * tf.gather with a scatter-add gradient. tfjs' own gradient of gather (UnsortedSegmentSum) loops
+ * over all 50,257 vocabulary rows on the cpu backend; scatterND sums duplicates in one pass.
+ */
+export function embeddingLookup(weight: tf.Tensor, ids: tf.Tensor): tf.Tensor {
+  const f = tf.customGrad(
+    ((w: tf.Tensor, idx: tf.Tensor, save: tf.GradSaveFunc) => {
+      save([idx]);
+      const value = tf.gather(w, idx);
+      const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [n, d] = [saved[0].size, w.shape[1]!];
+        const rows = saved[0].reshape([n, 1]);
+        return [tf.scatterND(rows, dy.reshape([n, d]), w.shape), tf.zerosLike(saved[0])];
+      };
+      return { value, gradFunc };
+    }) as unknown as Parameters<typeof tf.customGrad>[0],
+  );
+  return f(weight, ids);
+}
+
+/** The book's LayerNorm: biased variance, eps 1e-5, learnable scale and shift. */
+export class LayerNorm extends Module {
+  readonly eps = 1e-5;
+  readonly scale: tf.Variable;
+  readonly shift: tf.Variable;
+  constructor(dim: number) {
+    super();
+    this.scale = this.addParam("scale", tf.ones([dim]));
+    this.shift = this.addParam("shift", tf.zeros([dim]));
+  }
+  apply(x: tf.Tensor): tf.Tensor {
+    return tf.tidy(() => {
+      const { mean, variance } = tf.moments(x, -1, true);
+      const norm = tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, this.eps)));
+      return tf.add(tf.mul(norm, this.scale), this.shift);
+    });
+  }
+}
+
+/** GELU, tanh approximation (the book's and GPT-2's "gelu_new"). */
+export function gelu(x: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const inner = tf.mul(
+      Math.sqrt(2 / Math.PI),
+      tf.add(x, tf.mul(0.044715, tf.mul(x, tf.mul(x, x)))),
+    );
+    return tf.mul(tf.mul(0.5, x), tf.add(1, tf.tanh(inner)));
+  });
+}
+
+/** Dropout with a seed from the stream; identity in eval mode or at rate 0. */
+export function dropout(
+  x: tf.Tensor,
+  rate: number,
+  training: boolean,
+  seeds: SeedStream,
+): tf.Tensor {
+  if (!training || rate === 0) return x;
+  return tf.dropout(x, rate, undefined, seeds.next());
+}

@@ -1,0 +1,47 @@
+/**
+ * Notebook display helpers: whether code runs in a Deno Jupyter kernel, and `show(value)`, which
+ * puts a value in the cell's output (or prints it outside Jupyter).
+ *
+ * Cells end with `await show(x)` rather than a bare `x`: the Deno kernel sometimes reports a cell
+ * idle before its last-expression result, and nbconvert then drops that result.
+ */
+import * as tf from "@tensorflow/tfjs";
+
+/** `Deno.jupyter` inside a Jupyter kernel; undefined elsewhere (reading it throws there). */
+export function jupyterKernel(): typeof Deno.jupyter | undefined {
+  try {
+    return Deno.jupyter;
+  } catch {
+    return undefined;
+  }
+}
+
+/** True inside a Deno Jupyter kernel. */
+export function inJupyter(): boolean {
+  return jupyterKernel() !== undefined;
+}
+
+/** Text for a value: strings as they are, tensors in tfjs' print layout, the rest inspected. */
+export function formatValue(value: unknown): string {
+  if (typeof value === "string") return value;
+  if (value instanceof tf.Tensor) return value.toString(true);
+  return Deno.inspect(value, { colors: false, depth: 6, iterableLimit: 200 });
+}
+
+/**
+ * Shows a value as plain text in the notebook output; prints it when not in Jupyter.
+ *
+ * @example
+ * ```ts
+ * await show(tf.tensor([[1, 2], [3, 4]]));
+ * ```
+ */
+export async function show(value: unknown): Promise<void> {
+  const kernel = jupyterKernel();
+  const text = formatValue(value);
+  if (!kernel) {
+    console.log(text);
+    return;
+  }
+  await kernel.display({ "text/plain": text }, { raw: true });
+}

@@ -1,0 +1,229 @@
+/**
+ * `deno task notebooks [NAME ...]`: executes notebooks headless with Jupyter's nbconvert and the Deno
+ * kernel, writing build/notebooks/NAME.ipynb (with outputs) and NAME.html. Sets itself up: Jupyter
+ * (Debian packages, when root), the npm dependencies, and the project-local kernelspec.
+ */
+import { parseArgs } from "node:util";
+import { basename, join, resolve } from "node:path";
+import { UserError } from "../errors.ts";
+import { cellSource, listNotebooks, readNotebook } from "./ipynb.ts";
+
+const OUT_DIR = join("build", "notebooks");
+const APT_PACKAGES = ["jupyter-nbconvert", "python3-nbclient", "jupyter-client", "jupyter-core"];
+const APT_COMMAND = `apt-get update && apt-get install -y --no-install-recommends ${
+  APT_PACKAGES.join(" ")
+}`;
+const PROFILES = ["quick", "full"];
+
+const HELP = `Execute notebooks headless and export them to HTML.
+
+Usage: deno task notebooks [--timeout SECONDS] [NAME ...]
+
+NAME            a notebook in notebooks/ (appendix-A or appendix-A.ipynb) or a path;
+                default: every notebooks/*.ipynb, in name order
+--timeout S     longest time one cell may run, in seconds (default 1800; 0 = no limit)
+-h, --help      this text
+
+Writes build/notebooks/NAME.ipynb (executed, with outputs) and build/notebooks/NAME.html.
+Fails (exit 1) naming the notebook and cell when a cell raises an error.
+
+Environment:
+  LLM_PROFILE   quick | full, passed to the notebooks (which read it to size their runs)
+
+Set-up done on each run: checks that \`jupyter\` exists (installs it with apt-get when run as
+root, otherwise prints the command), runs \`deno install\`, and points JUPYTER_PATH at the
+project's .jupyter/ folder, which holds the Deno kernelspec.`;
+
+/** Runs a command; output is inherited unless captured. */
+async function sh(
+  cmd: string[],
+  { capture = false, env }: { capture?: boolean; env?: Record<string, string> } = {},
+): Promise<{ ok: boolean; stderr: string }> {
+  try {
+    const out = await new Deno.Command(cmd[0], {
+      args: cmd.slice(1),
+      stdin: "null",
+      stdout: capture ? "piped" : "inherit",
+      stderr: capture ? "piped" : "inherit",
+      env,
+    }).output();
+    return { ok: out.success, stderr: capture ? new TextDecoder().decode(out.stderr) : "" };
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return { ok: false, stderr: `${cmd[0]}: not found` };
+    throw err;
+  }
+}
+
+/** Makes sure `jupyter nbconvert` runs: installs the Debian packages when root, else explains. */
+async function ensureJupyter(): Promise<void> {
+  if ((await sh(["jupyter", "nbconvert", "--version"], { capture: true })).ok) return;
+  const hasApt = (await sh(["apt-get", "--version"], { capture: true })).ok;
+  if (Deno.uid() === 0 && hasApt) {
+    console.log(`jupyter not found; installing: ${APT_COMMAND}`);
+    const env = { DEBIAN_FRONTEND: "noninteractive" };
+    if (
+      !(await sh(["apt-get", "update"], { env })).ok ||
+      !(await sh(["apt-get", "install", "-y", "--no-install-recommends", ...APT_PACKAGES], { env }))
+        .ok
+    ) {
+      throw new UserError("installing Jupyter with apt-get failed");
+    }
+    return;
+  }
+  throw new UserError(
+    `jupyter nbconvert is needed. Install it with: sudo ${APT_COMMAND}` +
+      ` (or elsewhere: pip install nbconvert nbclient jupyter_client)`,
+  );
+}
+
+/**
+ * The failing cell of an nbconvert CellExecutionError, matched back to its notebook index.
+ * `cellSources` holds each cell's source, undefined for cells that are not code.
+ */
+export function describeFailure(stderr: string, cellSources: (string | undefined)[]): string {
+  const at = stderr.indexOf("An error occurred while executing the following cell:");
+  if (at < 0) {
+    // Not a cell error (kernel died, timeout, bad notebook): show the end of nbconvert's report.
+    return stderr.trim().split("\n").slice(-15).join("\n");
+  }
+  const report = stderr.slice(at);
+  const parts = report.split(/^-{18}$/m);
+  const source = (parts[1] ?? "").trim();
+  const index = cellSources.findIndex((s) => s?.trim() === source);
+  const error = (parts[2] ?? "").trim().split("\n").slice(0, 20).join("\n");
+  const where = index >= 0 ? `cell ${index + 1}` : "a cell";
+  return `${where} failed:\n${indent(source)}\n${indent(error)}`;
+}
+
+function indent(text: string): string {
+  return text.split("\n").map((l) => `    ${l}`).join("\n");
+}
+
+/** Result of one notebook run. */
+interface NotebookResult {
+  name: string;
+  ok: boolean;
+  seconds: number;
+}
+
+/** Executes one notebook to build/notebooks/NAME.ipynb, then exports NAME.html. */
+async function runNotebook(
+  path: string,
+  timeoutS: number,
+  env: Record<string, string>,
+): Promise<NotebookResult> {
+  const name = basename(path, ".ipynb");
+  const executed = join(OUT_DIR, `${name}.ipynb`);
+  const html = join(OUT_DIR, `${name}.html`);
+  // Old results would pass for new ones if this run fails.
+  for (const f of [executed, html]) await Deno.remove(f).catch(() => {});
+  const t0 = performance.now();
+  const seconds = () => (performance.now() - t0) / 1000;
+  // nbconvert writes NAME.partial.EXT; renaming it makes each file appear whole or not at all.
+  const partial = `${name}.partial`;
+  const run = await sh([
+    "jupyter",
+    "nbconvert",
+    "--to",
+    "notebook",
+    "--execute",
+    "--ExecutePreprocessor.kernel_name=deno",
+    `--ExecutePreprocessor.timeout=${timeoutS > 0 ? timeoutS : -1}`,
+    "--output-dir",
+    OUT_DIR,
+    "--output",
+    partial,
+    path,
+  ], { capture: true, env });
+  if (!run.ok) {
+    const { cells } = await readNotebook(path);
+    const sources = cells.map((c) => c.cell_type === "code" ? cellSource(c) : undefined);
+    console.error(`error: ${path}: ${describeFailure(run.stderr, sources)}`);
+    await Deno.remove(join(OUT_DIR, `${partial}.ipynb`)).catch(() => {});
+    return { name, ok: false, seconds: seconds() };
+  }
+  await Deno.rename(join(OUT_DIR, `${partial}.ipynb`), executed);
+  const exp = await sh(
+    [
+      "jupyter",
+      "nbconvert",
+      "--to",
+      "html",
+      "--output-dir",
+      OUT_DIR,
+      "--output",
+      partial,
+      executed,
+    ],
+    { capture: true, env },
+  );
+  if (!exp.ok) {
+    console.error(`error: ${path}: HTML export failed:\n${indent(exp.stderr.trim())}`);
+    return { name, ok: false, seconds: seconds() };
+  }
+  await Deno.rename(join(OUT_DIR, `${partial}.html`), html);
+  return { name, ok: true, seconds: seconds() };
+}
+
+/** Sets up, runs the notebooks and prints a line per notebook plus a summary; returns failures. */
+export async function runNotebooks(names: string[], timeoutS: number): Promise<number> {
+  const profile = Deno.env.get("LLM_PROFILE");
+  if (profile !== undefined && !PROFILES.includes(profile)) {
+    throw new UserError(`LLM_PROFILE must be one of ${PROFILES.join(", ")}, got "${profile}"`);
+  }
+  const notebooks = await listNotebooks(names);
+  if (notebooks.length === 0) throw new UserError("no notebooks to run in notebooks/");
+  await ensureJupyter();
+  if (!(await sh([Deno.execPath(), "install"])).ok) throw new UserError("deno install failed");
+  await Deno.mkdir(OUT_DIR, { recursive: true });
+  const jupyterPath = [resolve(".jupyter"), Deno.env.get("JUPYTER_PATH")].filter(Boolean);
+  const env = {
+    JUPYTER_PATH: jupyterPath.join(":"),
+    // Connection files of the kernels stay inside the project (HOME may be read-only in CI).
+    JUPYTER_RUNTIME_DIR: resolve("build", "jupyter-runtime"),
+  };
+  console.log(
+    `notebooks: ${notebooks.length} to run, LLM_PROFILE=${profile ?? "(unset)"}, ` +
+      `cell timeout ${timeoutS > 0 ? `${timeoutS} s` : "none"}`,
+  );
+  const t0 = performance.now();
+  const results: NotebookResult[] = [];
+  for (const path of notebooks) {
+    console.log(`running ${path} ...`);
+    const r = await runNotebook(path, timeoutS, env);
+    results.push(r);
+    const where = r.ok ? ` -> ${join(OUT_DIR, `${r.name}.html`)}` : "";
+    console.log(`${r.ok ? "ok    " : "FAILED"} ${r.name} (${r.seconds.toFixed(1)} s)${where}`);
+  }
+  const failed = results.filter((r) => !r.ok).length;
+  const total = (performance.now() - t0) / 1000;
+  console.log(
+    `notebooks: ${results.length - failed} passed, ${failed} failed (${total.toFixed(1)} s)`,
+  );
+  return failed;
+}
+
+if (import.meta.main) {
+  try {
+    const { values, positionals } = parseArgs({
+      args: Deno.args,
+      options: { help: { type: "boolean", short: "h" }, timeout: { type: "string" } },
+      allowPositionals: true,
+    });
+    if (values.help) {
+      console.log(HELP);
+      Deno.exit(0);
+    }
+    const timeoutS = Number(values.timeout ?? 1800);
+    if (!Number.isFinite(timeoutS) || timeoutS < 0) {
+      throw new UserError(`--timeout must be a number of seconds, got "${values.timeout}"`);
+    }
+    Deno.exit((await runNotebooks(positionals, timeoutS)) === 0 ? 0 : 1);
+  } catch (err) {
+    // parseArgs reports unknown flags with a TypeError carrying an ERR_PARSE_ARGS_* code.
+    const isArgError = (err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");
+    if (!(err instanceof UserError) && !isArgError) throw err;
+    console.error(`error: ${(err as Error).message}`);
+    Deno.exit(1);
+  }
+}

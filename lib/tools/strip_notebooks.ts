@@ -1,0 +1,45 @@
+/**
+ * `deno run -A lib/tools/strip_notebooks.ts [NOTEBOOK ...]`: removes outputs and execution counts
+ * from notebooks in place (all of notebooks/ by default), so they can be committed clean.
+ * A plain JSON edit: Jupyter is not needed.
+ */
+import { UserError } from "../errors.ts";
+import { writeTextAtomic } from "../fsutil.ts";
+import { formatNotebook, listNotebooks, readNotebook, stripNotebook } from "./ipynb.ts";
+
+const HELP = `Strip outputs and execution counts from notebooks, in place.
+
+Usage: deno run -A lib/tools/strip_notebooks.ts [NOTEBOOK ...]
+
+NOTEBOOK is a path or a name in notebooks/ (with or without .ipynb); default: every notebooks/*.ipynb.
+Files that are already clean are not rewritten.`;
+
+/** Strips each notebook; returns the paths that changed. */
+export async function stripNotebooks(names: string[]): Promise<string[]> {
+  const changed: string[] = [];
+  for (const path of await listNotebooks(names)) {
+    const nb = await readNotebook(path);
+    if (stripNotebook(nb)) {
+      await writeTextAtomic(path, formatNotebook(nb));
+      changed.push(path);
+    }
+  }
+  return changed;
+}
+
+if (import.meta.main) {
+  const args = Deno.args;
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(HELP);
+    Deno.exit(0);
+  }
+  try {
+    const changed = await stripNotebooks(args);
+    for (const p of changed) console.log(`stripped ${p}`);
+    console.log(changed.length === 0 ? "notebooks already clean" : `${changed.length} stripped`);
+  } catch (err) {
+    if (!(err instanceof UserError)) throw err;
+    console.error(`error: ${err.message}`);
+    Deno.exit(1);
+  }
+}

@@ -1,0 +1,262 @@
+/**
+ * AdamW with `torch.optim.AdamW` semantics (torch 1.13's `_single_tensor_adamw`), which tfjs lacks:
+ *
+ *   step += 1
+ *   p *= 1 - lr * weightDecay                      (decoupled weight decay)
+ *   m  = beta1 * m + (1 - beta1) * g
+ *   v  = beta2 * v + (1 - beta2) * g * g
+ *   p -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
+ *
+ * Defaults are torch's: lr 1e-3, betas [0.9, 0.999], eps 1e-8, weightDecay 0.01 (the book passes
+ * 0.1). Moments are tf.Variables updated in place, so the tensor count stays flat across steps.
+ *
+ * @example
+ * ```ts
+ * import * as tf from "@tensorflow/tfjs";
+ * import { AdamW } from "./adamw.ts";
+ * const params = new Map([["w", tf.variable(tf.ones([2, 2]))]]);
+ * const opt = new AdamW(params, { lr: 4e-4, weightDecay: 0.1 });
+ * const grads = new Map([["w", tf.fill([2, 2], 0.5)]]);
+ * opt.step(grads); // updates params.get("w") in place; grads stay owned by the caller
+ * tf.dispose([...grads.values()]);
+ * ```
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+
+/**
+ * Name of an optional fused kernel. When one is registered for the current backend (and
+ * `useKernel` is not false) `step` calls it instead of the composite ops, with
+ * inputs `{param, grad, m, v}` (float32, same shape) and attrs
+ * `{lr, beta1, beta2, eps, weightDecay, step}` (`step` already incremented, >= 1); it must return
+ * `[newParam, newM, newV]` computed exactly as the formula above.
+ */
+export const ADAMW_KERNEL = "LlmAdamW";
+
+/** Hyper-parameters of AdamW (torch's defaults). */
+export interface AdamWOptions {
+  /** Learning rate (default 1e-3). */
+  lr?: number;
+  /** Decay rates of the first and second moments (default [0.9, 0.999]). */
+  betas?: [number, number];
+  /** Added to the denominator (default 1e-8). */
+  eps?: number;
+  /** Decoupled weight decay (default 0.01, torch's; the book uses 0.1). */
+  weightDecay?: number;
+  /** Use a registered `LlmAdamW` kernel when there is one (default true). */
+  useKernel?: boolean;
+}
+
+/** Gradients by parameter name; the optimizer reads them and never disposes them. */
+export type NamedGrads = Map<string, tf.Tensor> | Record<string, tf.Tensor>;
+
+/** A checkpointable copy of the optimizer state (moments as plain Float32Arrays). */
+export interface AdamWStateDict {
+  /** Number of `step()` calls so far. */
+  step: number;
+  lr: number;
+  betas: [number, number];
+  eps: number;
+  weightDecay: number;
+  /** Per parameter name: its own step count (torch keeps one per parameter) and moments. */
+  state: Record<string, { step: number; shape: number[]; m: Float32Array; v: Float32Array }>;
+}
+
+interface ParamState {
+  m: tf.Variable;
+  v: tf.Variable;
+  step: number;
+}
+
+/** AdamW over named tf.Variables (only the `trainable` ones get state and are updated). */
+export class AdamW {
+  lr: number;
+  readonly betas: [number, number];
+  readonly eps: number;
+  readonly weightDecay: number;
+  readonly useKernel: boolean;
+  /** Number of `step()` calls so far. */
+  stepCount = 0;
+  readonly #params: Map<string, tf.Variable>;
+  readonly #state = new Map<string, ParamState>();
+
+  constructor(params: Map<string, tf.Variable>, opts: AdamWOptions = {}) {
+    const { lr = 1e-3, betas = [0.9, 0.999], eps = 1e-8, weightDecay = 0.01, useKernel = true } =
+      opts;
+    checkLr(lr);
+    for (const b of betas) {
+      if (!(b >= 0 && b < 1)) throw new RangeError(`AdamW betas must be in [0, 1) (got ${betas})`);
+    }
+    if (!(eps >= 0)) throw new RangeError(`AdamW eps must be >= 0 (got ${eps})`);
+    if (!(weightDecay >= 0)) {
+      throw new RangeError(`AdamW weightDecay must be >= 0 (got ${weightDecay})`);
+    }
+    this.lr = lr;
+    this.betas = [betas[0], betas[1]];
+    this.eps = eps;
+    this.weightDecay = weightDecay;
+    this.useKernel = useKernel;
+    this.#params = new Map();
+    for (const [name, p] of params) {
+      if (!p.trainable) continue;
+      this.#params.set(name, p);
+      // Unnamed (tfjs variable names are global) and made inside tidy so the zeros are freed.
+      const zeros = () => tf.tidy(() => tf.variable(tf.zeros(p.shape, "float32"), false));
+      this.#state.set(name, { m: zeros(), v: zeros(), step: 0 });
+    }
+  }
+
+  /** Names of the parameters this optimizer updates. */
+  get paramNames(): string[] {
+    return [...this.#params.keys()];
+  }
+
+  /** Sets the learning rate of later steps (the book's `param_group["lr"] = lr`). */
+  setLr(lr: number): void {
+    checkLr(lr);
+    this.lr = lr;
+  }
+
+  /**
+   * One AdamW update of every parameter that has a gradient (parameters without one are skipped,
+   * like torch's `p.grad is None`). `lr`, when given, is set first (and kept) as with `setLr`.
+   * The gradients stay owned by the caller.
+   */
+  step(grads: NamedGrads, lr?: number): void {
+    if (lr !== undefined) this.setLr(lr);
+    const entries = grads instanceof Map ? [...grads.entries()] : Object.entries(grads);
+    for (const [name] of entries) {
+      if (!this.#state.has(name)) {
+        throw new Error(
+          `AdamW.step(): no trainable parameter named "${name}" was given to the optimizer`,
+        );
+      }
+    }
+    this.stepCount++;
+    const fused = this.useKernel && tf.getKernel(ADAMW_KERNEL, tf.getBackend()) !== undefined;
+    for (const [name, grad] of entries) {
+      const p = this.#params.get(name)!, s = this.#state.get(name)!;
+      if (!arraysEqual(grad.shape, p.shape)) {
+        throw new Error(
+          `AdamW.step(): gradient of "${name}" has shape [${grad.shape}], parameter [${p.shape}]`,
+        );
+      }
+      s.step++;
+      tf.tidy(() => {
+        const [newP, newM, newV] = fused ? this.#fused(p, grad, s) : this.#composite(p, grad, s);
+        p.assign(newP);
+        s.m.assign(newM);
+        s.v.assign(newV);
+      });
+    }
+  }
+
+  /** The update with plain tfjs ops, in torch's order of operations. Call inside tf.tidy. */
+  #composite(p: tf.Variable, grad: tf.Tensor, s: ParamState): tf.Tensor[] {
+    const [beta1, beta2] = this.betas, lr = this.lr;
+    const g = grad.dtype === "float32" ? grad : grad.cast("float32");
+    const biasCorrection1 = 1 - beta1 ** s.step;
+    const biasCorrection2 = 1 - beta2 ** s.step;
+    const stepSize = lr / biasCorrection1;
+    const biasCorrection2Sqrt = Math.sqrt(biasCorrection2);
+    const decayed = tf.mul(p, tf.scalar(1 - lr * this.weightDecay));
+    const m = tf.add(tf.mul(s.m, tf.scalar(beta1)), tf.mul(g, tf.scalar(1 - beta1)));
+    const v = tf.add(tf.mul(s.v, tf.scalar(beta2)), tf.mul(tf.mul(g, tf.scalar(1 - beta2)), g));
+    const denom = tf.add(tf.div(tf.sqrt(v), tf.scalar(biasCorrection2Sqrt)), tf.scalar(this.eps));
+    const newP = tf.add(decayed, tf.mul(tf.div(m, denom), tf.scalar(-stepSize)));
+    return [newP, m, v];
+  }
+
+  /** The update by the registered `LlmAdamW` kernel. Call inside tf.tidy. */
+  #fused(p: tf.Variable, grad: tf.Tensor, s: ParamState): tf.Tensor[] {
+    const [beta1, beta2] = this.betas;
+    const g = grad.dtype === "float32" ? grad : grad.cast("float32");
+    const out = tf.engine().runKernel(
+      ADAMW_KERNEL,
+      { param: p, grad: g, m: s.m, v: s.v } as unknown as tf.NamedTensorMap,
+      { lr: this.lr, beta1, beta2, eps: this.eps, weightDecay: this.weightDecay, step: s.step },
+    ) as tf.Tensor[];
+    if (!Array.isArray(out) || out.length !== 3) {
+      throw new Error(`kernel ${ADAMW_KERNEL} must return [param, m, v]`);
+    }
+    return out;
+  }
+
+  /** A copy of the state for a checkpoint (reads the moments back synchronously). */
+  stateDict(): AdamWStateDict {
+    const state: AdamWStateDict["state"] = {};
+    for (const [name, s] of this.#state) {
+      state[name] = {
+        step: s.step,
+        shape: [...s.m.shape],
+        m: Float32Array.from(s.m.dataSync() as Float32Array),
+        v: Float32Array.from(s.v.dataSync() as Float32Array),
+      };
+    }
+    return {
+      step: this.stepCount,
+      lr: this.lr,
+      betas: [...this.betas],
+      eps: this.eps,
+      weightDecay: this.weightDecay,
+      state,
+    };
+  }
+
+  /**
+   * Restores a `stateDict()` (step counts, moments and lr; betas/eps/weightDecay stay as
+   * constructed). Every parameter of this optimizer must be present with the same shape.
+   */
+  loadStateDict(sd: AdamWStateDict): void {
+    for (const [name, s] of this.#state) {
+      const saved = sd.state[name];
+      if (!saved) throw new Error(`AdamW.loadStateDict(): no state for parameter "${name}"`);
+      if (!arraysEqual(saved.shape, s.m.shape)) {
+        throw new Error(
+          `AdamW.loadStateDict(): "${name}" has shape [${saved.shape}] in the checkpoint, [${s.m.shape}] here`,
+        );
+      }
+      const n = s.m.size;
+      if (saved.m.length !== n || saved.v.length !== n) {
+        throw new Error(`AdamW.loadStateDict(): moments of "${name}" do not have ${n} values`);
+      }
+    }
+    for (const name of Object.keys(sd.state)) {
+      if (!this.#state.has(name)) {
+        throw new Error(
+          `AdamW.loadStateDict(): checkpoint has state for unknown parameter "${name}"`,
+        );
+      }
+    }
+    for (const [name, s] of this.#state) {
+      const saved = sd.state[name];
+      tf.tidy(() => {
+        s.m.assign(tf.tensor(saved.m, s.m.shape, "float32"));
+        s.v.assign(tf.tensor(saved.v, s.v.shape, "float32"));
+      });
+      s.step = saved.step;
+    }
+    this.stepCount = sd.step;
+    this.setLr(sd.lr);
+  }
+
+  /** Frees the moment variables. */
+  dispose(): void {
+    for (const s of this.#state.values()) {
+      s.m.dispose();
+      s.v.dispose();
+    }
+    this.#state.clear();
+    this.#params.clear();
+  }
+}
+
+function checkLr(lr: number): void {
+  if (!(lr >= 0) || !Number.isFinite(lr)) {
+    throw new RangeError(`AdamW lr must be a finite number >= 0 (got ${lr})`);
+  }
+}
+
+function arraysEqual(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}

@@ -1,0 +1,137 @@
+/**
+ * Cross-entropy from logits and integer targets (the book's calc_loss_batch / calc_loss_loader).
+ * Never builds a one-hot of the 50,257-wide vocabulary: it picks each target's logit by index.
+ */
+import * as tf from "@tensorflow/tfjs";
+import type { GPTModel } from "../model.ts";
+
+/** PyTorch's default ignore_index: targets equal to it do not count. */
+export const IGNORE_INDEX = -100;
+
+/**
+ * Mean cross-entropy over the positions whose target is not `ignoreIndex`
+ * (NaN when every target is ignored, as torch.nn.functional.cross_entropy returns).
+ * logits: [N, V] or [B, T, V]; targets: matching int32 [N] or [B, T].
+ */
+export function crossEntropy(
+  logits: tf.Tensor,
+  targets: tf.Tensor,
+  ignoreIndex = IGNORE_INDEX,
+): tf.Scalar {
+  return tf.tidy(() => {
+    const v = logits.shape[logits.shape.length - 1];
+    const flat = logits.reshape([-1, v]) as tf.Tensor2D;
+    const t = targets.reshape([-1]).toInt() as tf.Tensor1D;
+    const keep = tf.notEqual(t, ignoreIndex);
+    const safeT = tf.where(keep, t, tf.zerosLike(t));
+    const losses = fusedKernelAvailable() ? fusedLosses(flat, safeT) : compositeLosses(flat, safeT);
+    const mask = keep.toFloat();
+    return tf.div(tf.sum(tf.mul(losses, mask)), tf.sum(mask)) as tf.Scalar;
+  });
+}
+
+/**
+ * logsumexp(row) - row[target], with the gradient (softmax - onehot) * dy written out: tfjs' own
+ * gradients of gather would loop over every vocabulary entry on the cpu backend. The "- onehot"
+ * part is a scatter of N values, so no [N, V] one-hot is ever built.
+ */
+function compositeLosses(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D {
+  const f = tf.customGrad(
+    ((x: tf.Tensor2D, tgt: tf.Tensor1D, save: tf.GradSaveFunc) => {
+      const n = x.shape[0];
+      const index = tf.stack([tf.range(0, n, 1, "int32"), tgt], 1);
+      save([x, index]);
+      const value = tf.sub(tf.logSumExp(x, 1), tf.gatherND(x, index));
+      const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [logits, idx] = saved;
+        const minusOne = tf.scatterND(idx, tf.fill([n], -1), logits.shape);
+        const grad = tf.mul(tf.add(tf.softmax(logits), minusOne), dy.reshape([n, 1]));
+        return [grad, tf.zerosLike(tgt)];
+      };
+      return { value, gradFunc };
+    }) as unknown as Parameters<typeof tf.customGrad>[0],
+  );
+  return f(logits, targets) as tf.Tensor1D;
+}
+
+/** True when the fast CPU kernels (lib/kernels) provide a fused sparse cross-entropy. */
+function fusedKernelAvailable(): boolean {
+  const backend = tf.getBackend();
+  return tf.getKernel("LlmSparseXent", backend) !== undefined &&
+    tf.getKernel("LlmSparseXentGrad", backend) !== undefined;
+}
+
+/** The same losses through the fused kernel, with its fused gradient (softmax - onehot) * dy. */
+function fusedLosses(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D {
+  const f = tf.customGrad(
+    ((x: tf.Tensor, tgt: tf.Tensor, save: tf.GradSaveFunc) => {
+      save([x, tgt]);
+      const value = tf.engine().runKernel(
+        "LlmSparseXent",
+        { logits: x, targets: tgt },
+        {},
+      ) as tf.Tensor;
+      const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => [
+        tf.engine().runKernel(
+          "LlmSparseXentGrad",
+          { logits: saved[0], targets: saved[1], dy },
+          {},
+        ) as tf.Tensor,
+        tf.zerosLike(saved[1]),
+      ];
+      return { value, gradFunc };
+    }) as unknown as Parameters<typeof tf.customGrad>[0],
+  );
+  return f(logits, targets) as tf.Tensor1D;
+}
+
+/** A batch of inputs and next-token targets, both int32 [B, T]. */
+export interface Batch {
+  inputs: tf.Tensor2D;
+  targets: tf.Tensor2D;
+}
+
+/** The book's calc_loss_batch: cross-entropy of the model's logits against the targets. */
+export function calcLossBatch(
+  inputs: tf.Tensor2D,
+  targets: tf.Tensor2D,
+  model: GPTModel,
+): tf.Scalar {
+  return tf.tidy(() => crossEntropy(model.forward(inputs), targets));
+}
+
+/**
+ * What training and evaluation need from a loader (TextDataLoader, InstructionLoader): batches
+ * per epoch, epochs that can start mid-way, and a shuffle state to save and restore.
+ */
+export interface DataLoader extends Iterable<Batch> {
+  /** Batches per epoch (`len(loader)`). */
+  readonly length: number;
+  /** The shuffle generator's state: saved before an epoch, it replays that epoch's order. */
+  state: { rngState: number };
+  /** One epoch of batches (draws a new order when shuffling), starting at batch `skip`. */
+  epoch(skip?: number): Iterable<Batch>;
+}
+
+/**
+ * The book's calc_loss_loader: mean loss over the first `numBatches` batches (all by default);
+ * NaN for an empty loader. Batches are disposed after use.
+ */
+export function calcLossLoader(loader: DataLoader, model: GPTModel, numBatches?: number): number {
+  if (loader.length === 0) return NaN;
+  const n = Math.min(numBatches ?? loader.length, loader.length);
+  let total = 0, i = 0;
+  // Evaluation must not disturb the training order: restore the shuffle state afterwards.
+  const saved = loader.state;
+  try {
+    for (const { inputs, targets } of loader.epoch()) {
+      const loss = calcLossBatch(inputs, targets, model);
+      total += loss.dataSync()[0];
+      tf.dispose([loss, inputs, targets]);
+      if (++i >= n) break;
+    }
+  } finally {
+    loader.state = saved;
+  }
+  return total / n;
+}

@@ -1,0 +1,91 @@
+import assert from "node:assert/strict";
+import * as tf from "@tensorflow/tfjs";
+import { clipGradNorm, clipGradNormAsync, globalNorm } from "../lib/train/clip.ts";
+import { assertAllClose, readFixtureJson } from "./fixtures.ts";
+
+await tf.setBackend("cpu");
+
+interface ClipFixture {
+  shapes: Record<string, number[]>;
+  grads: Record<string, number[]>[];
+  constant_lr: { steps: { total_norm: number; clipped_grads: Record<string, number[]> }[] };
+}
+const fx = await readFixtureJson<ClipFixture>("adamw.json");
+
+function grads(step: number): Map<string, tf.Tensor> {
+  return new Map(
+    Object.entries(fx.shapes).map(([k, shape]) => [k, tf.tensor(fx.grads[step][k], shape)]),
+  );
+}
+
+Deno.test("clipGradNorm() matches torch's clip_grad_norm_(max_norm=1.0) on 5 gradient sets (norms 3.55, 0.23, 2.17, 0.46, 5.06)", () => {
+  fx.constant_lr.steps.forEach((expected, i) => {
+    const g = grads(i);
+    const { grads: clipped, totalNorm } = clipGradNorm(g, 1.0);
+    assertAllClose([totalNorm], [expected.total_norm], { rtol: 1e-6, label: `norm ${i}` });
+    for (const [k, t] of clipped) {
+      assertAllClose(t.dataSync(), expected.clipped_grads[k], {
+        rtol: 1e-5,
+        atol: 1e-8,
+        label: `step ${i} ${k}`,
+      });
+    }
+    tf.dispose([...g.values(), ...clipped.values()]);
+  });
+  assert.deepEqual(
+    fx.constant_lr.steps.map((s) => Number(s.total_norm.toFixed(2))),
+    [3.55, 0.23, 2.17, 0.46, 5.06],
+  );
+});
+
+Deno.test("clipGradNorm() returns the norm before clipping and scales by maxNorm / (norm + 1e-6)", () => {
+  const g = { a: tf.tensor1d([3, 0]), b: tf.tensor2d([[0], [4]]) };
+  const { grads: out, totalNorm } = clipGradNorm(g, 1.0);
+  assert.equal(totalNorm, 5);
+  const coef = 1 / (5 + 1e-6);
+  assertAllClose(out.a.dataSync(), [3 * coef, 0], { rtol: 1e-6 });
+  assertAllClose(out.b.dataSync(), [0, 4 * coef], { rtol: 1e-6 });
+  assert.deepEqual(out.b.shape, [2, 1]);
+  tf.dispose([g.a, g.b, out.a, out.b]);
+});
+
+Deno.test("clipGradNorm() leaves gradients under maxNorm unchanged, in new tensors, and never disposes its inputs", () => {
+  const g = new Map([["w", tf.tensor1d([0.3, 0.4])]]);
+  const before = tf.memory().numTensors;
+  const { grads: out, totalNorm } = clipGradNorm(g, 1.0);
+  assertAllClose([totalNorm], [0.5], { rtol: 1e-6 });
+  assert.ok(out instanceof Map);
+  assert.notEqual(out.get("w"), g.get("w"));
+  assert.equal(g.get("w")!.isDisposed, false);
+  assertAllClose(out.get("w")!.dataSync(), [0.3, 0.4], { rtol: 1e-7 });
+  // exactly one new tensor per gradient, nothing else kept
+  assert.equal(tf.memory().numTensors, before + 1);
+  out.get("w")!.dispose();
+  assert.equal(tf.memory().numTensors, before);
+  g.get("w")!.dispose();
+});
+
+Deno.test("clipGradNormAsync() gives the same result as clipGradNorm()", async () => {
+  const g = grads(0);
+  const sync = clipGradNorm(g, 1.0);
+  const async_ = await clipGradNormAsync(g, 1.0);
+  assert.equal(async_.totalNorm, sync.totalNorm);
+  for (const [k, t] of sync.grads) assert.deepEqual(async_.grads.get(k)!.dataSync(), t.dataSync());
+  tf.dispose([...g.values(), ...sync.grads.values(), ...async_.grads.values()]);
+});
+
+Deno.test("globalNorm() is the L2 norm over all gradients together; no gradients give 0", () => {
+  const g = { a: tf.tensor1d([1, 2]), b: tf.tensor1d([2]) };
+  assert.equal(globalNorm(g), 3);
+  assert.equal(globalNorm({}), 0);
+  const empty = clipGradNorm(new Map(), 1.0);
+  assert.equal(empty.totalNorm, 0);
+  assert.equal(empty.grads.size, 0);
+  tf.dispose([g.a, g.b]);
+});
+
+Deno.test("clipGradNorm() rejects a non-positive maxNorm", () => {
+  const g = { a: tf.tensor1d([1]) };
+  assert.throws(() => clipGradNorm(g, 0), /maxNorm must be positive/);
+  g.a.dispose();
+});
