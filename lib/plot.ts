@@ -188,7 +188,7 @@ export interface LossHistory {
 export function lossPlot(history: LossHistory, { title }: { title?: string } = {}): string {
   const { epochsSeen, tokensSeen, trainLosses, valLosses } = history;
   const n = epochsSeen.length;
-  for (const [name, a] of [["tokensSeen", tokensSeen], ["trainLosses", trainLosses]] as const) {
+  for (const [name, a] of Object.entries({ tokensSeen, trainLosses, valLosses })) {
     if (a.length !== n) {
       throw new UserError(`lossPlot: ${name} has ${a.length} values, epochsSeen has ${n}`);
     }
@@ -255,6 +255,7 @@ export function tokenTicks(
 
 /** About `count` round numbers (1, 2 or 5 times a power of ten apart) within [lo, hi], as d3.ticks. */
 export function niceTicks(lo: number, hi: number, count: number): number[] {
+  if (!(hi > lo)) return hi === lo ? [lo] : [];
   const raw = (hi - lo) / Math.max(1, count);
   const power = 10 ** Math.floor(Math.log10(raw));
   const ratio = raw / power;

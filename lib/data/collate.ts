@@ -239,6 +239,19 @@ export class InstructionLoader {
     return this.dropLast ? Math.floor(n) : Math.ceil(n);
   }
 
+  /** Batches per epoch, as the training loop's DataLoader interface names it. */
+  get length(): number {
+    return this.numBatches;
+  }
+
+  /** The shuffle state in the training loop's DataLoader form. */
+  get state(): { rngState: number } {
+    return { rngState: this.#rng.state };
+  }
+  set state(s: { rngState: number }) {
+    this.#rng.state = s.rngState;
+  }
+
   /** State of the shuffling generator (save with a checkpoint, set to replay an epoch's order). */
   get rngState(): number {
     return this.#rng.state;
@@ -254,7 +267,8 @@ export class InstructionLoader {
   }
 
   /** Yields one epoch of collated batches; the caller disposes each batch's tensors. */
-  *epoch({ startBatch = 0 }: { startBatch?: number } = {}): Generator<CollatedBatch> {
+  *epoch(start: number | { startBatch?: number } = 0): Generator<CollatedBatch> {
+    const startBatch = typeof start === "number" ? start : start.startBatch ?? 0;
     const order = this.order();
     for (let b = startBatch; b < this.numBatches; b++) {
       const indices = order.slice(b * this.batchSize, (b + 1) * this.batchSize);

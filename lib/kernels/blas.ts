@@ -92,8 +92,9 @@ function ffiAllowed(): boolean {
 }
 
 /**
- * Opens the first BLAS found (cached per process) and sets its thread count to
- * `navigator.hardwareConcurrency` (or `threads`). Returns null when none can be opened.
+ * Opens the first BLAS found (cached per process) and sets OpenBLAS' thread count to `threads`,
+ * else to `navigator.hardwareConcurrency` unless OPENBLAS_NUM_THREADS or OMP_NUM_THREADS is set.
+ * Returns null when none can be opened.
  */
 export function loadBlas(
   options: { threads?: number; paths?: readonly string[] } = {},
@@ -129,6 +130,14 @@ function openFirst(paths: readonly string[], threads?: number): Blas | null {
   return null;
 }
 
+function envSet(name: string): boolean {
+  try {
+    return (Deno.env.get(name) ?? "") !== "";
+  } catch {
+    return false;
+  }
+}
+
 function wrap(
   path: string,
   lib: Deno.DynamicLibrary<{ cblas_sgemm: typeof SGEMM }>,
@@ -141,8 +150,11 @@ function wrap(
       openblas_set_num_threads: { parameters: ["i32"], result: "void" },
       openblas_get_num_threads: { parameters: [], result: "i32" },
     });
-    const want = Math.max(1, threads ?? navigator.hardwareConcurrency ?? 1);
-    ctl.symbols.openblas_set_num_threads(want);
+    // OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, when set, win over the core count.
+    const fromEnv = threads == null && (envSet("OPENBLAS_NUM_THREADS") || envSet("OMP_NUM_THREADS"));
+    if (!fromEnv) {
+      ctl.symbols.openblas_set_num_threads(Math.max(1, threads ?? navigator.hardwareConcurrency ?? 1));
+    }
     nThreads = ctl.symbols.openblas_get_num_threads();
     ctl.close();
   } catch {

@@ -9,6 +9,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { fastExp } from "./fastmath.ts";
+import { allocF32 } from "./pool.ts";
 import {
   type CpuBackend,
   f32,
@@ -166,9 +167,10 @@ export function binaryFloat(
   av: Float32Array,
   b: tf.TensorInfo,
   bv: Float32Array,
+  alloc: (n: number) => Float32Array = (n) => new Float32Array(n),
 ): { shape: number[]; values: Float32Array } | null {
   if (sameShape(a.shape, b.shape)) {
-    const out = new Float32Array(av.length);
+    const out = alloc(av.length);
     loops.vv(out, 0, av, 0, bv, 0, av.length);
     return { shape: a.shape.slice(), values: out };
   }
@@ -179,7 +181,8 @@ export function binaryFloat(
     return null;
   }
   const size = sizeOf(shape);
-  const out = new Float32Array(size);
+  if (av.length !== size && bv.length !== size) return null;
+  const out = alloc(size);
   if (av.length === size) {
     if (bv.length === 1) {
       loops.vs(out, 0, av, 0, bv[0], size);
@@ -230,7 +233,7 @@ export function makeBinary(loops: BinaryLoops): FastKernel {
     const { a, b } = inputs;
     const av = f32(be, a), bv = f32(be, b);
     if (av == null || bv == null) return null;
-    const r = binaryFloat(loops, a, av, b, bv);
+    const r = binaryFloat(loops, a, av, b, bv, (n) => allocF32(be, n, false));
     return r == null ? null : be.makeTensorInfo(r.shape, "float32", r.values);
   };
 }
@@ -280,7 +283,7 @@ export function makeUnary(name: string): FastKernel {
     const x = inputs.x;
     const xv = f32(be, x);
     if (xv == null) return null;
-    const out = new Float32Array(xv.length);
+    const out = allocF32(be, xv.length, false);
     loop(xv, out);
     return be.makeTensorInfo(x.shape.slice(), "float32", out);
   };

@@ -7,6 +7,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { Blas } from "./blas.ts";
+import { allocF32 } from "./pool.ts";
 import { type CpuBackend, f32, type FastKernel, type KernelArgs, sizeOf } from "./util.ts";
 
 interface Plan {
@@ -90,7 +91,7 @@ export function makeBatchMatMul(blas: Blas): FastKernel {
     const transA = !!attrs?.transposeA, transB = !!attrs?.transposeB;
     const p = plan(a, b, transA, transB);
     if (p == null) return null;
-    const out = new Float32Array(p.batch * p.m * p.n);
+    const out = allocF32(be, p.batch * p.m * p.n, false); // beta 0 overwrites it
     gemm(blas, p, av, bv, transA, transB, out, 0);
     return be.makeTensorInfo(p.outShape, "float32", out);
   };
@@ -111,7 +112,7 @@ export function makeFusedMatMul(blas: Blas): FastKernel {
     const p = plan(a, b, transA, transB);
     if (p == null) return null;
     const size = p.batch * p.m * p.n;
-    const out = new Float32Array(size);
+    const out = allocF32(be, size, false);
     let beta = 0;
     if (bias != null) {
       const biasV = f32(be, bias);

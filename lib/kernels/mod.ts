@@ -26,10 +26,12 @@ import {
 } from "./xent.ts";
 import { ADAMW, adamw } from "./adamw.ts";
 import type { FastKernel, KernelArgs } from "./util.ts";
+import { installPool, uninstallPool } from "./pool.ts";
 
 export { ADAMW, adamwReference, type AdamWStep } from "./adamw.ts";
 export { SPARSE_XENT, SPARSE_XENT_GRAD, sparseXentReference } from "./xent.ts";
 export { type Blas, loadBlas } from "./blas.ts";
+export { clearPool, poolStats, setPoolLimit } from "./pool.ts";
 
 /** What registerFastKernels did. */
 export interface FastKernelStatus {
@@ -86,6 +88,7 @@ export function registerFastKernels(
     return state.status;
   }
   const blas = options.blas !== undefined ? options.blas : loadBlas();
+  installPool(tf.findBackend(BACKEND));
   const replaced = new Map<string, tf.KernelConfig | null>();
   const replace = (name: string, fast: FastKernel) => {
     const stock = tf.getKernel(name, BACKEND) ?? null;
@@ -147,5 +150,6 @@ export function restoreStockKernels(): void {
     tf.unregisterKernel(name, BACKEND);
     if (stock != null) tf.registerKernel(stock);
   }
+  uninstallPool();
   state = null;
 }

@@ -7,6 +7,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { expShiftSum, rowMax } from "./fastmath.ts";
+import { allocF32 } from "./pool.ts";
 import { type CpuBackend, f32, type FastKernel, type KernelArgs, sizeOf } from "./util.ts";
 
 type ReduceOp = "sum" | "mean" | "max" | "min";
@@ -139,7 +140,7 @@ export const softmax: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
   if (rank === 0 || (dim !== -1 && dim !== rank - 1)) return null;
   const n = x.shape[rank - 1];
   const rows = n === 0 ? 0 : xv.length / n;
-  const out = new Float32Array(xv.length);
+  const out = allocF32(be, xv.length, false);
   for (let r = 0; r < rows; r++) {
     const o = r * n;
     const m = rowMax(xv, o, n);

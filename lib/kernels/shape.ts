@@ -4,12 +4,14 @@
  * UnsortedSegmentSum (its gradient: the stock kernel loops over all 50,257 segments).
  */
 import * as tf from "@tensorflow/tfjs";
+import { allocF32 } from "./pool.ts";
 import { type CpuBackend, f32, type FastKernel, type KernelArgs, sizeOf, typed } from "./util.ts";
 
 type Numeric = Float32Array | Int32Array | Uint8Array;
 
-function like(v: Numeric, size: number): Numeric {
-  if (v instanceof Float32Array) return new Float32Array(size);
+/** An output array of v's type; float32 ones may come from the pool (contents undefined). */
+function like(v: Numeric, size: number, backend?: unknown): Numeric {
+  if (v instanceof Float32Array) return allocF32(backend, size, false);
   if (v instanceof Int32Array) return new Int32Array(size);
   return new Uint8Array(size);
 }
@@ -38,7 +40,7 @@ export const transpose: FastKernel = ({ inputs, attrs, backend }: KernelArgs) =>
     d[pad + i] = outShape[i];
     st[pad + i] = inStrides[perm[i]];
   }
-  const out = like(xv, xv.length);
+  const out = like(xv, xv.length, be);
   const [d0, d1, d2, d3] = d, [s0, s1, s2, s3] = st;
   let o = 0;
   for (let i0 = 0; i0 < d0; i0++) {
@@ -66,7 +68,7 @@ export const tile: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
   const rank = x.shape.length;
   if (xv == null || reps == null || reps.length !== rank || rank === 0) return null;
   const outShape = x.shape.map((s, i) => s * reps[i]);
-  const out = like(xv, sizeOf(outShape));
+  const out = like(xv, sizeOf(outShape), be);
   if (out.length === 0) return be.makeTensorInfo(outShape, x.dtype, out);
   // fill(dim, src, dst): writes the tile of x[...dim:] at dst, returns its size.
   const fill = (dim: number, src: number, dst: number): number => {
@@ -140,7 +142,7 @@ export const gatherV2: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => 
   const outer = sizeOf(x.shape.slice(0, axis)), inner = sizeOf(x.shape.slice(axis + 1));
   const outShape = [...x.shape.slice(0, axis), ...indices.shape, ...x.shape.slice(axis + 1)];
   const n = iv.length;
-  const out = like(xv, outer * n * inner);
+  const out = like(xv, outer * n * inner, be);
   for (let o = 0; o < outer; o++) {
     for (let i = 0; i < n; i++) {
       const src = (o * dim + iv[i]) * inner;
@@ -167,7 +169,7 @@ export const unsortedSegmentSum: FastKernel = ({ inputs, attrs, backend }: Kerne
   const inner = sizeOf(innerShape);
   // Rows grouped by segment and summed in float64 (like the stock kernel), one segment at a time.
   const order = Array.from({ length: ids.length }, (_, i) => i).sort((a, b) => ids[a] - ids[b]);
-  const out = new Float32Array(numSegments * inner);
+  const out = allocF32(be, numSegments * inner, true);
   const acc = new Float64Array(inner);
   for (let g = 0; g < order.length;) {
     const s = ids[order[g]];

@@ -12,6 +12,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { expShiftScale, rowMax, sumExpShift } from "./fastmath.ts";
+import { allocF32, onReuse } from "./pool.ts";
 import { type CpuBackend, f32, type FastKernel, type KernelArgs } from "./util.ts";
 
 /** Kernel names. */
@@ -47,6 +48,7 @@ function checkTarget(t: number, v: number, row: number): void {
  * one pass over the logits instead of three. Keyed by the typed array: gone with it.
  */
 const lseCache = new WeakMap<Float32Array, Float64Array>();
+onReuse((arr) => lseCache.delete(arr));
 
 /** losses[i] = logsumexp(logits[i]) - logits[i, targets[i]], 0 for ignored rows. */
 export const sparseXent: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
@@ -86,11 +88,14 @@ export const sparseXentGrad: FastKernel = ({ inputs, attrs, backend }: KernelArg
     );
   }
   const ignore: number = attrs?.ignoreIndex ?? -100;
-  const out = new Float32Array(xv.length);
+  const out = allocF32(be, xv.length, false);
   const cached = lseCache.get(xv);
   for (let i = 0; i < tv.length; i++) {
     const t = tv[i], g = dyv[i];
-    if (t === ignore || g === 0) continue;
+    if (t === ignore || g === 0) {
+      out.fill(0, i * v, (i + 1) * v);
+      continue;
+    }
     checkTarget(t, v, i);
     const o = i * v;
     let lse = cached?.[i] ?? NaN;

@@ -6,6 +6,7 @@
 import { join } from "node:path";
 import { UserError } from "../errors.ts";
 import { writeTextAtomic } from "../fsutil.ts";
+import { run } from "./proc.ts";
 import {
   cellOfLine,
   type CellSpan,
@@ -31,20 +32,6 @@ Steps (all run; exit 1 if any fails):
 
 const CODE_DIRS = ["lib", "tests", "bench"];
 const CHECK_DIR = join("build", "check");
-
-/** Runs a command with inherited output (or captured, colour off), returning success. */
-async function sh(cmd: string[], capture = false): Promise<{ ok: boolean; output: string }> {
-  const child = new Deno.Command(cmd[0] === "deno" ? Deno.execPath() : cmd[0], {
-    args: cmd.slice(1),
-    stdout: capture ? "piped" : "inherit",
-    stderr: capture ? "piped" : "inherit",
-    env: capture ? { NO_COLOR: "1" } : {},
-  });
-  const out = await child.output();
-  const dec = new TextDecoder();
-  const output = capture ? dec.decode(out.stdout) + dec.decode(out.stderr) : "";
-  return { ok: out.success, output };
-}
 
 /** Folders (or files) that exist and hold at least one file with one of the extensions. */
 function withFiles(paths: string[], exts: string[]): string[] {
@@ -119,9 +106,9 @@ async function checkNotebooks(): Promise<boolean> {
       ...modules,
     ]]
   ) {
-    const r = await sh(cmd, true);
+    const r = await run(cmd, { capture: true, env: { NO_COLOR: "1" } });
     if (!r.ok) {
-      console.error(annotate(r.output, extracted).trimEnd());
+      console.error(annotate(r.stdout + r.stderr, extracted).trimEnd());
       ok = false;
     }
   }
@@ -161,17 +148,17 @@ export async function check(): Promise<number> {
   const dirs = withFiles(CODE_DIRS, [".ts"]);
   const steps: [string, () => Promise<boolean>][] = [
     ["fmt", async () => {
-      const code = (await sh(["deno", "fmt", "--check", ...dirs])).ok;
+      const code = (await run(["deno", "fmt", "--check", ...dirs])).ok;
       return (await fmtNotebooks()) && code;
     }],
-    ["lint", async () => (await sh(["deno", "lint", ...dirs])).ok],
-    ["types", async () => (await sh(["deno", "check", ...dirs])).ok],
+    ["lint", async () => (await run(["deno", "lint", ...dirs])).ok],
+    ["types", async () => (await run(["deno", "check", ...dirs])).ok],
     ["notebooks", checkNotebooks],
   ];
   const failed: string[] = [];
-  for (const [name, run] of steps) {
+  for (const [name, step] of steps) {
     console.log(`== check: ${name}`);
-    if (!(await run())) failed.push(name);
+    if (!(await step())) failed.push(name);
   }
   console.log(
     failed.length === 0

@@ -4,9 +4,10 @@
  * (Debian packages, when root), the npm dependencies, and the project-local kernelspec.
  */
 import { parseArgs } from "node:util";
-import { basename, join, resolve } from "node:path";
+import { basename, delimiter, join, resolve } from "node:path";
 import { UserError } from "../errors.ts";
 import { cellSource, listNotebooks, readNotebook } from "./ipynb.ts";
+import { run } from "./proc.ts";
 
 const OUT_DIR = join("build", "notebooks");
 const APT_PACKAGES = ["jupyter-nbconvert", "python3-nbclient", "jupyter-client", "jupyter-core"];
@@ -34,36 +35,18 @@ Set-up done on each run: checks that \`jupyter\` exists (installs it with apt-ge
 root, otherwise prints the command), runs \`deno install\`, and points JUPYTER_PATH at the
 project's .jupyter/ folder, which holds the Deno kernelspec.`;
 
-/** Runs a command; output is inherited unless captured. */
-async function sh(
-  cmd: string[],
-  { capture = false, env }: { capture?: boolean; env?: Record<string, string> } = {},
-): Promise<{ ok: boolean; stderr: string }> {
-  try {
-    const out = await new Deno.Command(cmd[0], {
-      args: cmd.slice(1),
-      stdin: "null",
-      stdout: capture ? "piped" : "inherit",
-      stderr: capture ? "piped" : "inherit",
-      env,
-    }).output();
-    return { ok: out.success, stderr: capture ? new TextDecoder().decode(out.stderr) : "" };
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return { ok: false, stderr: `${cmd[0]}: not found` };
-    throw err;
-  }
-}
-
 /** Makes sure `jupyter nbconvert` runs: installs the Debian packages when root, else explains. */
 async function ensureJupyter(): Promise<void> {
-  if ((await sh(["jupyter", "nbconvert", "--version"], { capture: true })).ok) return;
-  const hasApt = (await sh(["apt-get", "--version"], { capture: true })).ok;
+  if ((await run(["jupyter", "nbconvert", "--version"], { capture: true })).ok) return;
+  const hasApt = (await run(["apt-get", "--version"], { capture: true })).ok;
   if (Deno.uid() === 0 && hasApt) {
     console.log(`jupyter not found; installing: ${APT_COMMAND}`);
     const env = { DEBIAN_FRONTEND: "noninteractive" };
     if (
-      !(await sh(["apt-get", "update"], { env })).ok ||
-      !(await sh(["apt-get", "install", "-y", "--no-install-recommends", ...APT_PACKAGES], { env }))
+      !(await run(["apt-get", "update"], { env })).ok ||
+      !(await run(["apt-get", "install", "-y", "--no-install-recommends", ...APT_PACKAGES], {
+        env,
+      }))
         .ok
     ) {
       throw new UserError("installing Jupyter with apt-get failed");
@@ -121,7 +104,7 @@ async function runNotebook(
   const seconds = () => (performance.now() - t0) / 1000;
   // nbconvert writes NAME.partial.EXT; renaming it makes each file appear whole or not at all.
   const partial = `${name}.partial`;
-  const run = await sh([
+  const execution = await run([
     "jupyter",
     "nbconvert",
     "--to",
@@ -135,15 +118,15 @@ async function runNotebook(
     partial,
     path,
   ], { capture: true, env });
-  if (!run.ok) {
+  if (!execution.ok) {
     const { cells } = await readNotebook(path);
     const sources = cells.map((c) => c.cell_type === "code" ? cellSource(c) : undefined);
-    console.error(`error: ${path}: ${describeFailure(run.stderr, sources)}`);
+    console.error(`error: ${path}: ${describeFailure(execution.stderr, sources)}`);
     await Deno.remove(join(OUT_DIR, `${partial}.ipynb`)).catch(() => {});
     return { name, ok: false, seconds: seconds() };
   }
   await Deno.rename(join(OUT_DIR, `${partial}.ipynb`), executed);
-  const exp = await sh(
+  const exp = await run(
     [
       "jupyter",
       "nbconvert",
@@ -174,11 +157,13 @@ export async function runNotebooks(names: string[], timeoutS: number): Promise<n
   const notebooks = await listNotebooks(names);
   if (notebooks.length === 0) throw new UserError("no notebooks to run in notebooks/");
   await ensureJupyter();
-  if (!(await sh([Deno.execPath(), "install"])).ok) throw new UserError("deno install failed");
+  if (!(await run([Deno.execPath(), "install", "--quiet"])).ok) {
+    throw new UserError("deno install failed");
+  }
   await Deno.mkdir(OUT_DIR, { recursive: true });
   const jupyterPath = [resolve(".jupyter"), Deno.env.get("JUPYTER_PATH")].filter(Boolean);
   const env = {
-    JUPYTER_PATH: jupyterPath.join(":"),
+    JUPYTER_PATH: jupyterPath.join(delimiter),
     // Connection files of the kernels stay inside the project (HOME may be read-only in CI).
     JUPYTER_RUNTIME_DIR: resolve("build", "jupyter-runtime"),
   };

@@ -46,7 +46,8 @@ export interface TrainerState {
   /** The training loader's shuffle state at the start of the current epoch. */
   epochRngState: number;
   tokensSeen: number;
-  /** Counter of the model's dropout seed stream. */
+  /** The model's dropout seed stream (base seed and position). */
+  dropoutBase: number;
   dropoutCounter: number;
   history: TrainHistory;
 }
@@ -170,9 +171,11 @@ export async function trainModel(model: GPTModel, o: TrainOptions): Promise<Trai
     batchInEpoch: 0,
     epochRngState: trainLoader.state.rngState,
     tokensSeen: 0,
+    dropoutBase: model.dropSeeds.base,
     dropoutCounter: model.dropSeeds.counter,
     history: emptyHistory(),
   };
+  model.dropSeeds.base = s.dropoutBase;
   model.dropSeeds.counter = s.dropoutCounter;
   const h = s.history;
   const progress = new Progress(totalSteps, s.step, o.progressEverySeconds ?? 10, log);

@@ -1,0 +1,131 @@
+/**
+ * Training checkpoints: the model in the Hugging Face GPT-2 layout (config.json +
+ * model.safetensors, loadable by other tools), and beside it the optimizer's moments
+ * (optimizer.safetensors) and the trainer's state (trainer_state.json: step, epoch, shuffle and
+ * dropout state, history, run settings). The folder is written whole, then swapped in, so an
+ * interrupted save never leaves a half-written checkpoint.
+ */
+import { join } from "node:path";
+import type { GPTConfig } from "../config.ts";
+import { UserError } from "../errors.ts";
+import { exists, writeTextAtomic } from "../fsutil.ts";
+import type { GPTModel } from "../model.ts";
+import { readSafetensors, type TensorMap, writeSafetensors } from "../safetensors.ts";
+import { loadCheckpoint, loadWeightsInto, paramsToTensors, saveCheckpoint } from "../weights.ts";
+import type { AdamW, AdamWStateDict } from "./adamw.ts";
+import type { TrainerState } from "./train.ts";
+
+export const OPTIMIZER_FILE = "optimizer.safetensors";
+export const STATE_FILE = "trainer_state.json";
+/** Parameters that are not in the GPT-2 layout (LoRA runs) are kept under our own names here. */
+export const EXTRA_PARAMS_FILE = "extra_params.safetensors";
+
+/** What trainer_state.json holds. */
+export interface TrainerStateFile {
+  version: 1;
+  config: GPTConfig;
+  trainer: TrainerState;
+  optimizer: Omit<AdamWStateDict, "state"> & { steps: Record<string, number> };
+  /** The run's settings (epochs, LRs, data...), checked on resume. */
+  settings: Record<string, unknown>;
+}
+
+/** Saves model, optimizer and trainer state into `dir` (replacing an older checkpoint there). */
+export async function saveTrainingCheckpoint(
+  dir: string,
+  model: GPTModel,
+  optimizer: AdamW,
+  trainer: TrainerState,
+  settings: Record<string, unknown> = {},
+): Promise<void> {
+  const partial = `${dir}.partial`;
+  await Deno.remove(partial, { recursive: true }).catch(() => {});
+  const all = await paramsToTensors(model);
+  // A LoRA-wrapped linear keeps its frozen weight under `X.linear.weight`: store it as `X.weight`.
+  const plain = new Map([...all].filter(([n]) => !isExtra(n)).map(([n, t]) => [baseName(n), t]));
+  const extra = new Map([...all].filter(([n]) => isExtra(n)));
+  await saveCheckpoint(partial, model.config, plain);
+  if (extra.size) await writeSafetensors(join(partial, EXTRA_PARAMS_FILE), extra);
+  const sd = optimizer.stateDict();
+  const moments: TensorMap = new Map();
+  const steps: Record<string, number> = {};
+  for (const [name, s] of Object.entries(sd.state)) {
+    moments.set(`m.${name}`, { shape: s.shape, data: s.m });
+    moments.set(`v.${name}`, { shape: s.shape, data: s.v });
+    steps[name] = s.step;
+  }
+  await writeSafetensors(join(partial, OPTIMIZER_FILE), moments);
+  const { state: _, ...hyper } = sd;
+  const file: TrainerStateFile = {
+    version: 1,
+    config: model.config,
+    trainer,
+    optimizer: { ...hyper, steps },
+    settings,
+  };
+  await writeTextAtomic(join(partial, STATE_FILE), JSON.stringify(file) + "\n");
+  // Swap the finished folder in: old -> .old, partial -> dir, drop .old.
+  const old = `${dir}.old`;
+  await Deno.remove(old, { recursive: true }).catch(() => {});
+  if (await exists(dir)) await Deno.rename(dir, old);
+  await Deno.rename(partial, dir);
+  await Deno.remove(old, { recursive: true }).catch(() => {});
+}
+
+/** LoRA's A and B have no place in the GPT-2 layout. */
+function isExtra(name: string): boolean {
+  return /\.lora\./.test(name);
+}
+
+function baseName(name: string): string {
+  return name.replace(".linear.", ".");
+}
+
+/** Reads a checkpoint's trainer_state.json, with a clear error when it is not one. */
+export async function readTrainerState(dir: string): Promise<TrainerStateFile> {
+  const path = join(dir, STATE_FILE);
+  if (!(await exists(path))) {
+    throw new UserError(
+      `${dir} is not a training checkpoint (no ${STATE_FILE}); cannot resume from it`,
+    );
+  }
+  return JSON.parse(await Deno.readTextFile(path)) as TrainerStateFile;
+}
+
+/**
+ * Restores model weights and optimizer moments from a checkpoint written by
+ * saveTrainingCheckpoint, after checking that the model has the checkpoint's config.
+ */
+export async function loadTrainingCheckpoint(
+  dir: string,
+  model: GPTModel,
+  optimizer: AdamW,
+): Promise<TrainerStateFile> {
+  const file = await readTrainerState(dir);
+  const a = JSON.stringify(file.config), b = JSON.stringify(model.config);
+  if (a !== b) {
+    throw new UserError(
+      `resume folder ${dir} holds a model with config ${a}, but this run builds ${b}`,
+    );
+  }
+  const { tensors } = await loadCheckpoint(dir);
+  const extraPath = join(dir, EXTRA_PARAMS_FILE);
+  if (await exists(extraPath)) {
+    for (const [n, t] of (await readSafetensors(extraPath)).tensors) tensors.set(n, t);
+  }
+  const named = new Map<string, TensorMap extends Map<string, infer T> ? T : never>();
+  for (const name of model.namedParameters().keys()) {
+    const t = tensors.get(name) ?? tensors.get(baseName(name));
+    if (t) named.set(name, t);
+  }
+  loadWeightsInto(model, named);
+  const moments = (await readSafetensors(join(dir, OPTIMIZER_FILE))).tensors;
+  const state: AdamWStateDict["state"] = {};
+  for (const [name, step] of Object.entries(file.optimizer.steps)) {
+    const m = moments.get(`m.${name}`), v = moments.get(`v.${name}`);
+    if (!m || !v) throw new UserError(`${dir}/${OPTIMIZER_FILE}: no moments for "${name}"`);
+    state[name] = { step, shape: m.shape, m: m.data, v: v.data };
+  }
+  optimizer.loadStateDict({ ...file.optimizer, state });
+  return file;
+}
