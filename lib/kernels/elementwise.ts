@@ -303,7 +303,7 @@ export const step: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
   return be.makeTensorInfo(inputs.x.shape.slice(), "float32", out);
 };
 
-/** Pow with a float32 base and a scalar exponent 2, 3, 0.5, 1 or -1 (GELU's x^3, x^2). */
+/** Pow with a float32 base and a scalar exponent (x*x*x for GELU's x^3). */
 export const pow: FastKernel = ({ inputs, backend }: KernelArgs) => {
   const be = backend as CpuBackend;
   const { a, b } = inputs;
@@ -312,12 +312,11 @@ export const pow: FastKernel = ({ inputs, backend }: KernelArgs) => {
   if (av == null || sizeOf(b.shape) !== 1 || b.shape.length > a.shape.length) return null;
   if (!(bv instanceof Float32Array || bv instanceof Int32Array)) return null;
   const e = bv[0];
-  const out = new Float32Array(av.length);
+  const out = allocF32(be, av.length, false);
   const n = av.length;
   if (e === 2) { for (let i = 0; i < n; i++) out[i] = av[i] * av[i]; }
   else if (e === 3) { for (let i = 0; i < n; i++) out[i] = av[i] * av[i] * av[i]; }
   else if (e === 1) out.set(av);
-  else if (e === 0.5) { for (let i = 0; i < n; i++) out[i] = Math.sqrt(av[i]); }
   else if (e === -1) { for (let i = 0; i < n; i++) out[i] = 1 / av[i]; }
   else for (let i = 0; i < n; i++) out[i] = Math.pow(av[i], e);
   return be.makeTensorInfo(a.shape.slice(), "float32", out);

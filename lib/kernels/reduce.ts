@@ -102,14 +102,14 @@ function reduceCols(op: ReduceOp, x: Float32Array, rows: number, n: number): Flo
   return out;
 }
 
-/** A reduction kernel (Sum/Mean use attrs.axis, Max/Min attrs.reductionIndices). */
+/** A reduction kernel (Max's axes are attrs.reductionIndices, the others' attrs.axis). */
 export function makeReduce(op: ReduceOp): FastKernel {
   return ({ inputs, attrs, backend }: KernelArgs) => {
     const be = backend as CpuBackend;
     const x = inputs.x;
     const xv = f32(be, x);
     if (xv == null) return null;
-    const axisAttr = op === "sum" || op === "mean" ? attrs?.axis : attrs?.reductionIndices;
+    const axisAttr = op === "max" ? attrs?.reductionIndices : attrs?.axis;
     let axes: number[];
     try {
       axes = tf.util.parseAxisParam(axisAttr, x.shape);

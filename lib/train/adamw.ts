@@ -143,7 +143,10 @@ export class AdamW {
       }
       s.step++;
       tf.tidy(() => {
-        const [newP, newM, newV] = fused ? this.#fused(p, grad, s) : this.#composite(p, grad, s);
+        const out = fused ? this.#fused(p, grad, s) : this.#composite(p, grad, s);
+        // The cpu kernel (lib/kernels/adamw.ts) updates p, m and v in place and returns nothing.
+        if (out.length === 0) return;
+        const [newP, newM, newV] = out;
         p.assign(newP);
         s.m.assign(newM);
         s.v.assign(newV);
@@ -176,8 +179,8 @@ export class AdamW {
       { param: p, grad: g, m: s.m, v: s.v } as unknown as tf.NamedTensorMap,
       { lr: this.lr, beta1, beta2, eps: this.eps, weightDecay: this.weightDecay, step: s.step },
     ) as tf.Tensor[];
-    if (!Array.isArray(out) || out.length !== 3) {
-      throw new Error(`kernel ${ADAMW_KERNEL} must return [param, m, v]`);
+    if (!Array.isArray(out) || (out.length !== 3 && out.length !== 0)) {
+      throw new Error(`kernel ${ADAMW_KERNEL} must return [param, m, v] or [] (updated in place)`);
     }
     return out;
   }
