@@ -231,10 +231,15 @@ function shortName(name: string): string {
   return name.replace(/^trf_blocks\.\d+\./, "");
 }
 
-/** The plain `Linear` layers under `model`, by full name, in model order. */
+/** The plain `Linear` layers under `model` (not those wrapped in LoRA), by full name, in model order. */
 export function linearLayers(model: Module): Map<string, Linear> {
   const out = new Map<string, Linear>();
-  for (const [name, m] of model.namedModules()) if (m instanceof Linear) out.set(name, m);
+  const modules = model.namedModules();
+  for (const [name, m] of modules) {
+    // The layer inside a LinearWithLoRA is already taken.
+    const parent = modules.get(name.slice(0, Math.max(0, name.lastIndexOf("."))));
+    if (m instanceof Linear && !(parent instanceof LinearWithLoRA)) out.set(name, m);
+  }
   return out;
 }
 

@@ -3,7 +3,7 @@ import { initBackend } from "../backend.ts";
 import { generate } from "../generate.ts";
 import { decode, encode, END_OF_TEXT } from "../tokenizer.ts";
 import { UserError } from "../errors.ts";
-import type { Command } from "./args.ts";
+import type { Command, Flags } from "./args.ts";
 import { loadModel } from "./model_load.ts";
 
 export const generateCmd: Command = {
@@ -17,7 +17,11 @@ export const generateCmd: Command = {
       required: true,
       help: "checkpoint folder (HF GPT-2 layout) or gpt2-small|-medium|-large|-xl",
     },
-    prompt: { type: "string", required: true, help: "text to continue" },
+    prompt: { type: "string", help: "text to continue" },
+    "prompt-ids": {
+      type: "string",
+      help: "token ids to continue instead of --prompt, e.g. 15496,11",
+    },
     "max-new-tokens": { type: "int", positive: true, default: 50, help: "tokens to generate" },
     temperature: {
       type: "number",
@@ -35,11 +39,18 @@ export const generateCmd: Command = {
     },
   },
   async run(f) {
+    promptIds(f); // validate before loading anything
     if ((f.temperature as number) < 0) throw new UserError("generate: --temperature must be >= 0");
     await initBackend({ log: !f.json });
     const model = await loadModel(f.weights as string);
-    const prompt = encode(f.prompt as string);
-    if (prompt.length === 0) throw new UserError("generate: --prompt is empty");
+    const prompt = promptIds(f);
+    const vocab = model.config.vocabSize;
+    const bad = prompt.find((id) => id >= vocab);
+    if (bad !== undefined) {
+      throw new UserError(
+        `generate: prompt token ${bad} is outside the model's vocabulary of ${vocab} tokens`,
+      );
+    }
     const ctx = model.config.contextLength;
     if (prompt.length > ctx && !f.json) {
       console.error(
@@ -55,6 +66,24 @@ export const generateCmd: Command = {
       useCache: !f["no-cache"],
     });
     const text = decode(ids);
-    console.log(f.json ? JSON.stringify({ ids, text }) : (f.prompt as string) + text);
+    console.log(f.json ? JSON.stringify({ ids, text }) : decode(prompt) + text);
   },
 };
+
+function promptIds(f: Flags): number[] {
+  if (f["prompt-ids"] !== undefined) {
+    const ids = String(f["prompt-ids"]).split(",").map((s) => Number(s.trim()));
+    if (ids.some((id) => !Number.isInteger(id) || id < 0)) {
+      throw new UserError(
+        `generate: --prompt-ids must be comma-separated token ids (got "${f["prompt-ids"]}")`,
+      );
+    }
+    return ids;
+  }
+  if (f.prompt === undefined) {
+    throw new UserError("generate: give --prompt TEXT or --prompt-ids IDS (see --help)");
+  }
+  const ids = encode(f.prompt as string);
+  if (ids.length === 0) throw new UserError("generate: --prompt is empty");
+  return ids;
+}

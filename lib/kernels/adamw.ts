@@ -1,16 +1,17 @@
 /**
  * `LlmAdamW`: one fused, in-place torch.optim.AdamW step for one parameter on the cpu backend.
  *
- *   tf.engine().runKernel("LlmAdamW", {param, grad, m, v},
- *     {lr, beta1, beta2, eps, weightDecay, step});   // returns [] (no outputs)
+ *   const [p2, m2, v2] = tf.engine().runKernel("LlmAdamW", {param, grad, m, v},
+ *     {lr, beta1, beta2, eps, weightDecay, step}) as tf.Tensor[];
  *
  * Math (torch.optim.AdamW, step t counted from 1):
  *   p *= 1 - lr*wd;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;
  *   denom = sqrt(v)/sqrt(1-b2^t) + eps;  p -= (lr/(1-b1^t)) * m / denom
  *
  * In place: the kernel rewrites the typed arrays behind `param`, `m` and `v`
- * (`backend.data.get(dataId).values`), keeping their dataIds, so no new tensors are made and
- * `tf.memory()` does not change. Caveats:
+ * (`backend.data.get(dataId).values`) and returns `[param, m, v]` again as new tensors on the
+ * same storage (like tfjs' Identity kernel: no copy), so both `p.assign(p2)` (a no-op) and simply
+ * disposing the outputs (or running inside tf.tidy) work; no array is allocated. Caveats:
  * - every tensor sharing a dataId sees the update. tfjs shares storage more than one expects on
  *   cpu: `tf.variable(t)` shares `t`'s storage while `t` lives, and `tf.clone(x)`, `x.reshape()`
  *   and identity casts share `x`'s. The kernel therefore refuses (throws) when a buffer's
@@ -73,7 +74,11 @@ export const adamw: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
     v[i] = vi;
     p[i] = p[i] * decay - stepSize * mi / (Math.sqrt(vi) * invBc2Sqrt + eps);
   }
-  return [];
+  // The outputs alias the updated inputs: one more reference on each dataId, as Identity does.
+  return [inputs.param, inputs.m, inputs.v].map((t) => {
+    be.incRef(t.dataId);
+    return { dataId: t.dataId, shape: t.shape.slice(), dtype: t.dtype };
+  });
 };
 
 /**

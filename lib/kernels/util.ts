@@ -8,6 +8,7 @@ export interface CpuBackend {
   };
   makeTensorInfo(shape: number[], dtype: tf.DataType, values?: tf.TypedArray): tf.TensorInfo;
   disposeIntermediateTensorInfo(info: tf.TensorInfo): void;
+  incRef(dataId: tf.DataId): void;
 }
 
 /** What tfjs passes to a kernelFunc. */
