@@ -11,10 +11,21 @@ import { evaluateCmd } from "./cli/evaluate.ts";
 import { pretrainCmd } from "./cli/pretrain.ts";
 import { finetuneCmd } from "./cli/finetune.ts";
 
-export const COMMANDS: Command[] = [modelInfo, generateCmd, pretrainCmd, finetuneCmd, evaluateCmd, downloadCmd];
+export const COMMANDS: Command[] = [
+  modelInfo,
+  generateCmd,
+  pretrainCmd,
+  finetuneCmd,
+  evaluateCmd,
+  downloadCmd,
+];
 
 function usage(): string {
-  const lines = ["usage: deno task llm <command> [--flags]   (each command has --help)", "", "commands:"];
+  const lines = [
+    "usage: deno task llm <command> [--flags]   (each command has --help)",
+    "",
+    "commands:",
+  ];
   for (const c of COMMANDS) lines.push(`  ${c.name.padEnd(12)}${c.summary}`);
   return lines.join("\n");
 }
@@ -28,7 +39,11 @@ export async function main(argv: string[]): Promise<number> {
   }
   const cmd = COMMANDS.find((c) => c.name === name);
   try {
-    if (!cmd) throw new UserError(`unknown command "${name}"; commands: ${COMMANDS.map((c) => c.name).join(", ")}`);
+    if (!cmd) {
+      throw new UserError(
+        `unknown command "${name}"; commands: ${COMMANDS.map((c) => c.name).join(", ")}`,
+      );
+    }
     const flags = parseFlags(cmd, rest);
     if (flags) await cmd.run(flags);
     return 0;

@@ -118,8 +118,10 @@ export class LoRALayer extends Module {
       const shape = x.shape;
       let x2 = x.reshape([-1, this.inDim]);
       x2 = dropout(x2, this.dropout, this.training, this.#dropSeeds);
-      // (x A) B: two thin products instead of the [inDim, outDim] matrix A B.
-      const y = tf.mul(tf.matMul(tf.matMul(x2, this.A), this.B), this.scale);
+      // ((x A) * scale) B: two thin products instead of the [inDim, outDim] matrix A B, and the
+      // scale applied to the [N, rank] tensor, not to the [N, outDim] one (the vocabulary-wide
+      // head's output would otherwise be copied once more).
+      const y = tf.matMul(tf.mul(tf.matMul(x2, this.A), this.scale), this.B);
       return y.reshape([...shape.slice(0, -1), this.outDim]);
     });
   }

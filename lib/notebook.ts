@@ -45,3 +45,12 @@ export async function show(value: unknown): Promise<void> {
   }
   await kernel.display({ "text/plain": text }, { raw: true });
 }
+
+/** The run size the notebooks use: `LLM_PROFILE=quick` (default: small, minutes on 2 cores) or `full` (the book's). */
+export function profile(): "quick" | "full" {
+  const p = Deno.env.get("LLM_PROFILE") ?? "quick";
+  if (p !== "quick" && p !== "full") {
+    throw new Error(`LLM_PROFILE must be quick or full (got "${p}")`);
+  }
+  return p;
+}

@@ -298,16 +298,17 @@ function noteNoKernel(): void {
 /**
  * Shows a chart in the notebook. The bundle carries the SVG both as `image/svg+xml` and inline in
  * `text/html`, because nbconvert 6.5's HTML export empties `image/svg+xml` outputs.
- * Outside Jupyter it prints one short note (once per process) and returns false.
+ * Outside Jupyter it prints one short note (once per process). Resolves to nothing, so that a
+ * cell ending with `await displayPlot(...)` shows the chart and no stray value.
  */
 export async function displayPlot(
   svgOrFigure: string | { outerHTML: string },
   { displayId, update = false }: DisplayPlotOptions = {},
-): Promise<boolean> {
+): Promise<void> {
   const kernel = jupyterKernel();
   if (!kernel) {
     noteNoKernel();
-    return false;
+    return;
   }
   const svg = withXmlns(typeof svgOrFigure === "string" ? svgOrFigure : svgOrFigure.outerHTML);
   await kernel.display({ "text/html": svg, "image/svg+xml": svg }, {
@@ -315,7 +316,6 @@ export async function displayPlot(
     display_id: displayId,
     update,
   });
-  return true;
 }
 
 /** Options of LivePlot. */

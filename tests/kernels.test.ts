@@ -10,39 +10,47 @@ await cpu();
 const blas = loadBlas();
 const noBlas = blas == null;
 
-Deno.test("loadBlas() opens a BLAS here and cblas_sgemm computes all four transpose cases on subarrays", {
-  ignore: noBlas,
-}, () => {
-  const m = 3, n = 4, k = 5;
-  const a = Float32Array.from({ length: 2 + m * k }, (_, i) => Math.sin(i));
-  const b = Float32Array.from({ length: 1 + k * n }, (_, i) => Math.cos(i));
-  for (const ta of [false, true]) {
-    for (const tb of [false, true]) {
-      const av = a.subarray(2), bv = b.subarray(1);
-      const c = new Float32Array(1 + m * n).fill(7);
-      blas!.sgemm(ta, tb, m, n, k, 1, av, bv, 0, c.subarray(1));
-      assert.equal(c[0], 7, "writes only inside the subarray");
-      for (let i = 0; i < m; i++) {
-        for (let j = 0; j < n; j++) {
-          let s = 0;
-          for (let p = 0; p < k; p++) {
-            s += (ta ? av[p * m + i] : av[i * k + p]) * (tb ? bv[j * k + p] : bv[p * n + j]);
+Deno.test(
+  "loadBlas() opens a BLAS here and cblas_sgemm computes all four transpose cases on subarrays",
+  {
+    ignore: noBlas,
+  },
+  () => {
+    const m = 3, n = 4, k = 5;
+    const a = Float32Array.from({ length: 2 + m * k }, (_, i) => Math.sin(i));
+    const b = Float32Array.from({ length: 1 + k * n }, (_, i) => Math.cos(i));
+    for (const ta of [false, true]) {
+      for (const tb of [false, true]) {
+        const av = a.subarray(2), bv = b.subarray(1);
+        const c = new Float32Array(1 + m * n).fill(7);
+        blas!.sgemm(ta, tb, m, n, k, 1, av, bv, 0, c.subarray(1));
+        assert.equal(c[0], 7, "writes only inside the subarray");
+        for (let i = 0; i < m; i++) {
+          for (let j = 0; j < n; j++) {
+            let s = 0;
+            for (let p = 0; p < k; p++) {
+              s += (ta ? av[p * m + i] : av[i * k + p]) * (tb ? bv[j * k + p] : bv[p * n + j]);
+            }
+            assertClose([c[1 + i * n + j]], [s], 1e-5, 1e-5, `ta=${ta} tb=${tb}`);
           }
-          assertClose([c[1 + i * n + j]], [s], 1e-5, 1e-5, `ta=${ta} tb=${tb}`);
         }
       }
     }
-  }
-});
+  },
+);
 
 Deno.test("registerFastKernels() replaces the GPT step's kernels and adds LlmSparseXent, LlmSparseXentGrad, LlmAdamW", () => {
   const status = registerFastKernels({ force: true });
   assert.ok(status.enabled, status.reason);
   const names = fastKernelNames();
-  for (const k of ["Add", "Sub", "Multiply", "RealDiv", "Softmax", "Sum", "Mean", "Max", "Transpose"]) {
+  for (
+    const k of ["Add", "Sub", "Multiply", "RealDiv", "Softmax", "Sum", "Mean", "Max", "Transpose"]
+  ) {
     assert.ok(names.includes(k), k);
   }
-  for (const k of ["GatherV2", "UnsortedSegmentSum", "LlmSparseXent", "LlmSparseXentGrad", "LlmAdamW"]) {
+  for (
+    const k of ["GatherV2", "UnsortedSegmentSum", "LlmSparseXent", "LlmSparseXentGrad", "LlmAdamW"]
+  ) {
     assert.ok(names.includes(k), k);
     assert.ok(tf.getKernel(k, "cpu") != null, k);
   }
@@ -80,8 +88,12 @@ Deno.test("BatchMatMul matches stock for 2-D..4-D, all transposes and broadcast 
     for (const ta of [false, true]) {
       for (const tb of [false, true]) {
         const ash = sa.slice(), bsh = sb.slice();
-        if (ta) [ash[ash.length - 2], ash[ash.length - 1]] = [ash[ash.length - 1], ash[ash.length - 2]];
-        if (tb) [bsh[bsh.length - 2], bsh[bsh.length - 1]] = [bsh[bsh.length - 1], bsh[bsh.length - 2]];
+        if (ta) {
+          [ash[ash.length - 2], ash[ash.length - 1]] = [ash[ash.length - 1], ash[ash.length - 2]];
+        }
+        if (tb) {
+          [bsh[bsh.length - 2], bsh[bsh.length - 1]] = [bsh[bsh.length - 1], bsh[bsh.length - 2]];
+        }
         const s = seed++;
         assertFastMatchesStock(
           () => tf.matMul(rand(ash, s), rand(bsh, s + 100), ta, tb),
@@ -162,10 +174,16 @@ Deno.test("Add/Sub/Multiply/RealDiv/Maximum/Minimum/SquaredDifference match stoc
       );
     }
   }
-  assertFastMatchesStock(() => tf.add(tf.tensor([1, 2, 3], [3], "int32"), tf.scalar(4, "int32")), "int32 add");
+  assertFastMatchesStock(
+    () => tf.add(tf.tensor([1, 2, 3], [3], "int32"), tf.scalar(4, "int32")),
+    "int32 add",
+  );
   const special = tf.tensor([NaN, Infinity, -Infinity, 0, -0, 1]);
   for (const [name, op] of binaryOps) {
-    assertFastMatchesStock(() => op(special, tf.tensor([1, 0, NaN, 0, 2, -Infinity])), `${name} special`);
+    assertFastMatchesStock(
+      () => op(special, tf.tensor([1, 0, NaN, 0, 2, -Infinity])),
+      `${name} special`,
+    );
   }
 });
 
@@ -216,7 +234,16 @@ Deno.test("Pow with a scalar exponent (GELU's x^3) matches stock", () => {
 
 Deno.test("Sum/Mean/Max/Min match stock over inner axes, outer axes, keepDims and other axes", () => {
   const x = rand([3, 4, 5], 50);
-  const axesCases: (number | number[] | undefined)[] = [-1, 2, [1, 2], 0, [0, 1], 1, [0, 2], undefined];
+  const axesCases: (number | number[] | undefined)[] = [
+    -1,
+    2,
+    [1, 2],
+    0,
+    [0, 1],
+    1,
+    [0, 2],
+    undefined,
+  ];
   for (const axis of axesCases) {
     for (const keep of [false, true]) {
       assertFastMatchesStock(() => tf.sum(x, axis, keep), `sum ${axis} ${keep}`);
@@ -231,7 +258,10 @@ Deno.test("Sum/Mean/Max/Min match stock over inner axes, outer axes, keepDims an
     assertFastMatchesStock(() => tf.min(withNaN, axis), `min NaN ${axis}`);
     assertFastMatchesStock(() => tf.sum(withNaN, axis), `sum NaN ${axis}`);
   }
-  assertFastMatchesStock(() => tf.sum(tf.tensor([[1, 2], [3, 4]], [2, 2], "int32"), 1), "int32 sum");
+  assertFastMatchesStock(
+    () => tf.sum(tf.tensor([[1, 2], [3, 4]], [2, 2], "int32"), 1),
+    "int32 sum",
+  );
 });
 
 Deno.test("Softmax over the last axis matches stock, with -Infinity masks and 4-D scores", () => {
@@ -239,7 +269,10 @@ Deno.test("Softmax over the last axis matches stock, with -Infinity masks and 4-
   const mask = tf.linalg.bandPart(tf.ones([5, 5]), -1, 0).equal(0);
   const scores = rand([2, 3, 5, 5], 61, -5, 5);
   assertFastMatchesStock(
-    () => tf.softmax(tf.where(tf.broadcastTo(mask, [2, 3, 5, 5]), tf.fill([2, 3, 5, 5], -Infinity), scores)),
+    () =>
+      tf.softmax(
+        tf.where(tf.broadcastTo(mask, [2, 3, 5, 5]), tf.fill([2, 3, 5, 5], -Infinity), scores),
+      ),
     "masked softmax 4-D",
     1e-6,
     1e-7,
@@ -253,14 +286,34 @@ Deno.test("Transpose, Tile (broadcastTo), Cast and Select (where) match stock", 
     assertFastMatchesStock(() => tf.transpose(x4, perm), `transpose ${perm}`, 0, 0);
   }
   assertFastMatchesStock(() => tf.transpose(rand([3, 4], 71)), "transpose 2-D", 0, 0);
-  assertFastMatchesStock(() => tf.transpose(tf.range(0, 24, 1, "int32").reshape([2, 3, 4]), [2, 0, 1]), "int32", 0, 0);
+  assertFastMatchesStock(
+    () => tf.transpose(tf.range(0, 24, 1, "int32").reshape([2, 3, 4]), [2, 0, 1]),
+    "int32",
+    0,
+    0,
+  );
   assertFastMatchesStock(() => tf.tile(rand([2, 3], 72), [3, 2]), "tile", 0, 0);
-  assertFastMatchesStock(() => tf.broadcastTo(rand([1, 1, 3, 3], 73), [2, 4, 3, 3]), "broadcastTo", 0, 0);
-  assertFastMatchesStock(() => tf.tile(tf.tensor([true, false], [2], "bool"), [3]).cast("float32"), "tile bool", 0, 0);
+  assertFastMatchesStock(
+    () => tf.broadcastTo(rand([1, 1, 3, 3], 73), [2, 4, 3, 3]),
+    "broadcastTo",
+    0,
+    0,
+  );
+  assertFastMatchesStock(
+    () => tf.tile(tf.tensor([true, false], [2], "bool"), [3]).cast("float32"),
+    "tile bool",
+    0,
+    0,
+  );
   const f = tf.tensor([-2.7, -0.5, 0, 0.5, 2.7, NaN, 3e9]);
   assertFastMatchesStock(() => f.cast("int32"), "cast float->int", 0, 0);
   assertFastMatchesStock(() => f.cast("bool").cast("float32"), "cast float->bool", 0, 0);
-  assertFastMatchesStock(() => tf.tensor([1, 0, 7], [3], "int32").cast("float32").add(0.5), "int->float", 0, 0);
+  assertFastMatchesStock(
+    () => tf.tensor([1, 0, 7], [3], "int32").cast("float32").add(0.5),
+    "int->float",
+    0,
+    0,
+  );
   const cond = tf.tensor([[true, false], [false, true]]);
   assertFastMatchesStock(() => tf.where(cond, rand([2, 2], 74), rand([2, 2], 75)), "where", 0, 0);
 });
@@ -269,7 +322,12 @@ Deno.test("GatherV2 (embedding lookup) and UnsortedSegmentSum (its gradient) mat
   const table = rand([11, 4], 80);
   const ids = tf.tensor([[3, 0, 3], [10, 7, 3]], [2, 3], "int32");
   assertFastMatchesStock(() => tf.gather(table, ids), "gather axis 0", 0, 0);
-  assertFastMatchesStock(() => tf.gather(table, tf.tensor([1, 3], [2], "int32"), 1), "gather axis 1", 0, 0);
+  assertFastMatchesStock(
+    () => tf.gather(table, tf.tensor([1, 3], [2], "int32"), 1),
+    "gather axis 1",
+    0,
+    0,
+  );
   assertFastMatchesStock(
     () => tf.grad((t: tf.Tensor) => tf.gather(t, ids).mul(rand([2, 3, 4], 81)).sum())(table),
     "embedding gradient",
@@ -294,9 +352,13 @@ Deno.test("gradients of a pre-LayerNorm attention block through tf.grad match st
     const variance = h0.sub(mean).square().mean(-1, true);
     const h = h0.sub(mean).div(variance.add(1e-5).sqrt()).mul(sc).add(sh);
     const qkv = tf.matMul(h.reshape([B * T, E]), ww).reshape([B, T, 3, H, D]);
-    const [q, k, v] = tf.split(qkv, 3, 2).map((t) => t.reshape([B, T, H, D]).transpose([0, 2, 1, 3]));
+    const [q, k, v] = tf.split(qkv, 3, 2).map((t) =>
+      t.reshape([B, T, H, D]).transpose([0, 2, 1, 3])
+    );
     const s = tf.matMul(q, k, false, true).div(Math.sqrt(D));
-    const a = tf.softmax(tf.where(tf.broadcastTo(mask, [B, H, T, T]), tf.fill([B, H, T, T], -Infinity), s));
+    const a = tf.softmax(
+      tf.where(tf.broadcastTo(mask, [B, H, T, T]), tf.fill([B, H, T, T], -Infinity), s),
+    );
     const ctx = tf.matMul(a, v).transpose([0, 2, 1, 3]).reshape([B, T, E]);
     const g = ctx.mul(0.5).mul(ctx.add(tf.pow(ctx, 3).mul(0.044715)).mul(0.79788456).tanh().add(1));
     return g.add(h0).square().mean();

@@ -233,9 +233,14 @@ Deno.test("a GPT-like training step has the same loss and gradients with stock a
     const logits = tf.matMul(h, hd);
     return sparseXentReference(logits, targets).sum().div(11);
   };
-  assertFastMatchesStock(() => {
-    const g = tf.grads(loss)([emb, w, head]);
-    return [loss(emb, w, head), ...g];
-  }, "step", 1e-5, 1e-7);
+  assertFastMatchesStock(
+    () => {
+      const g = tf.grads(loss)([emb, w, head]);
+      return [loss(emb, w, head), ...g];
+    },
+    "step",
+    1e-5,
+    1e-7,
+  );
   tf.dispose([emb, w, head, ids, targets]);
 });

@@ -151,9 +151,12 @@ function wrap(
       openblas_get_num_threads: { parameters: [], result: "i32" },
     });
     // OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, when set, win over the core count.
-    const fromEnv = threads == null && (envSet("OPENBLAS_NUM_THREADS") || envSet("OMP_NUM_THREADS"));
+    const fromEnv = threads == null &&
+      (envSet("OPENBLAS_NUM_THREADS") || envSet("OMP_NUM_THREADS"));
     if (!fromEnv) {
-      ctl.symbols.openblas_set_num_threads(Math.max(1, threads ?? navigator.hardwareConcurrency ?? 1));
+      ctl.symbols.openblas_set_num_threads(
+        Math.max(1, threads ?? navigator.hardwareConcurrency ?? 1),
+      );
     }
     nThreads = ctl.symbols.openblas_get_num_threads();
     ctl.close();

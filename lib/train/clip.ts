@@ -98,3 +98,13 @@ function entriesOf(grads: NamedGrads): [string, tf.Tensor][] {
 function rebuild<G extends NamedGrads>(like: G, entries: [string, tf.Tensor][]): G {
   return (like instanceof Map ? new Map(entries) : Object.fromEntries(entries)) as G;
 }
+
+/** The book's find_highest_gradient (D.3): the largest single gradient value, and where it is. */
+export function findHighestGradient(grads: NamedGrads): { name: string; value: number } {
+  let best = { name: "", value: -Infinity };
+  for (const [name, g] of entriesOf(grads)) {
+    const value = tf.tidy(() => g.max().dataSync()[0]);
+    if (value > best.value) best = { name, value };
+  }
+  return best;
+}
