@@ -17,8 +17,8 @@
 import { parseArgs } from "node:util";
 import * as tf from "@tensorflow/tfjs";
 import { describeBackend, initBackend } from "../lib/backend.ts";
-import { resolveConfig } from "../lib/config.ts";
-import { countTrainable, freezeAll, type LoraTargets, replaceLinearWithLora } from "../lib/lora.ts";
+import { type GPTConfig, resolveConfig } from "../lib/config.ts";
+import { countTrainable, freezeAll, replaceLinearWithLora } from "../lib/lora.ts";
 import { GPTModel } from "../lib/model.ts";
 import { AdamW } from "../lib/train/adamw.ts";
 import { trainStep } from "../lib/train/train.ts";
@@ -26,25 +26,37 @@ import { trainStep } from "../lib/train/train.ts";
 const MODES = ["lora", "full"] as const;
 type Mode = typeof MODES[number];
 
-const { values: args } = parseArgs({
-  args: Deno.args,
-  options: {
-    model: { type: "string", default: "gpt-tiny" },
-    batch: { type: "string", default: "8" },
-    seq: { type: "string", default: "64" },
-    rank: { type: "string", default: "16" },
-    alpha: { type: "string", default: "16" },
-    targets: { type: "string", default: "all" },
-    warmup: { type: "string", default: "2" },
-    steps: { type: "string", default: "5" },
-    json: { type: "boolean", default: false },
-    worker: { type: "string" },
-    help: { type: "boolean", short: "h", default: false },
-  },
-});
+/** What to compare (the CLI flags). */
+export interface LoraBenchOptions {
+  /** A preset of lib/config.ts (default gpt-tiny). */
+  model?: string;
+  /** Sequences per batch (default 8, chapter 7's). */
+  batch?: number;
+  /** Tokens per sequence (default 64; at most the model's context). */
+  seq?: number;
+  rank?: number;
+  alpha?: number;
+  /** "all" (default, the book), "all-but-head", or layer names. */
+  targets?: "all" | "all-but-head" | string[];
+  /** Untimed steps of each mode first (default 2). */
+  warmup?: number;
+  /** Timed steps of each mode (default 5). */
+  steps?: number;
+}
+
+const DEFAULTS: Required<LoraBenchOptions> = {
+  model: "gpt-tiny",
+  batch: 8,
+  seq: 64,
+  rank: 16,
+  alpha: 16,
+  targets: "all",
+  warmup: 2,
+  steps: 5,
+};
 
 /** What a worker reports at the end. */
-interface WorkerReport {
+export interface WorkerReport {
   mode: Mode;
   backend: string;
   trainable: number;
@@ -55,13 +67,15 @@ interface WorkerReport {
 }
 
 /** One mode's result. */
-interface ModeResult extends WorkerReport {
+export interface ModeResult extends WorkerReport {
   msPerStep: number[];
   medianMs: number;
+  /** The fastest step: the least disturbed by other work on the machine. */
+  minMs: number;
 }
 
 /** "all", "all-but-head", or a comma-separated list such as "W_query,W_value". */
-function parseTargets(s: string): LoraTargets {
+function parseTargets(s: string): LoraBenchOptions["targets"] {
   return s === "all" || s === "all-but-head" ? s : s.split(",").map((t) => t.trim());
 }
 
@@ -75,24 +89,20 @@ function procStatusMB(key: "VmHWM" | "VmRSS"): number {
 // ---------------------------------------------------------------------------------------------
 // Worker: builds one mode, then runs a step per "step" line on stdin, answering with JSON lines.
 
-async function worker(mode: Mode): Promise<void> {
+async function worker(mode: Mode, o: Required<LoraBenchOptions>): Promise<void> {
   const info = await initBackend({ log: false });
-  const config = resolveConfig(args.model!, { dropRate: 0 });
-  const seq = Math.min(Number(args.seq), config.contextLength);
+  const config = resolveConfig(o.model, { dropRate: 0 });
+  const seq = Math.min(o.seq, config.contextLength);
   const model = new GPTModel(config, { seed: 123 });
   const total = countTrainable(model);
   if (mode === "lora") {
     freezeAll(model);
-    replaceLinearWithLora(model, {
-      rank: Number(args.rank),
-      alpha: Number(args.alpha),
-      targets: parseTargets(args.targets!),
-    });
+    replaceLinearWithLora(model, { rank: o.rank, alpha: o.alpha, targets: o.targets });
   }
   const optimizer = new AdamW(model.namedParameters(), { lr: 5e-5, weightDecay: 0.1 });
   // The same batch in both processes: ids from a fixed seed.
-  const inputs = tf.randomUniform([Number(args.batch), seq], 0, config.vocabSize, "int32", 1);
-  const targets = tf.randomUniform([Number(args.batch), seq], 0, config.vocabSize, "int32", 2);
+  const inputs = tf.randomUniform([o.batch, seq], 0, config.vocabSize, "int32", 1);
+  const targets = tf.randomUniform([o.batch, seq], 0, config.vocabSize, "int32", 2);
   const batch = { inputs: inputs as tf.Tensor2D, targets: targets as tf.Tensor2D };
   model.train();
   const setupRssMB = procStatusMB("VmRSS");
@@ -147,13 +157,19 @@ class Worker {
   readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
   readonly #reader: ReadableStreamDefaultReader<string>;
 
-  constructor(readonly mode: Mode) {
-    const passOn = ["model", "batch", "seq", "rank", "alpha", "targets"].flatMap((k) => [
-      `--${k}`,
-      String(args[k as keyof typeof args]),
-    ]);
+  constructor(readonly mode: Mode, o: Required<LoraBenchOptions>) {
     this.#proc = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", new URL(import.meta.url).pathname, "--worker", mode, ...passOn],
+      args: [
+        "run",
+        "-A",
+        new URL(import.meta.url).pathname,
+        "--worker",
+        mode,
+        "--options",
+        JSON.stringify(o),
+      ],
+      // The repository root, where deno.json is, whatever the caller's folder (a notebook's).
+      cwd: new URL("..", import.meta.url).pathname,
       stdin: "piped",
       stdout: "piped",
       stderr: "inherit",
@@ -192,19 +208,36 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-/** Runs the comparison (both workers) and returns the results, LoRA first. */
-export async function runLoraBench(): Promise<ModeResult[]> {
+/** The comparison's settings and results. */
+export interface LoraBenchSummary extends Required<LoraBenchOptions> {
+  config: GPTConfig;
+  backend: string;
+  /** Full-finetuning time per step over LoRA's. */
+  speedup: number;
+  /** 1 - LoRA time / full time (the book: 1 - 1.30 / 1.80 = 28%). */
+  timeSaved: number;
+  /** LoRA first, then full finetuning. */
+  results: ModeResult[];
+}
+
+/**
+ * Runs the comparison: one worker process per mode, built one after the other, then `warmup`
+ * untimed and `steps` timed steps of each, alternating between the two.
+ */
+export async function runLoraBench(options: LoraBenchOptions = {}): Promise<LoraBenchSummary> {
+  const o: Required<LoraBenchOptions> = { ...DEFAULTS, ...options };
+  const config = resolveConfig(o.model, { dropRate: 0 });
+  o.seq = Math.min(o.seq, config.contextLength);
   // Start one at a time: building two models at once would only slow both.
   const workers: Worker[] = [];
   for (const mode of MODES) {
-    const w = new Worker(mode);
+    const w = new Worker(mode, o);
     await w.read<{ ready: boolean }>();
     workers.push(w);
   }
-  const warmup = Number(args.warmup), steps = Number(args.steps);
   const times = new Map<Mode, number[]>(MODES.map((m) => [m, []]));
-  for (let i = 0; i < warmup; i++) for (const w of workers) await w.step();
-  for (let i = 0; i < steps; i++) {
+  for (let i = 0; i < o.warmup; i++) for (const w of workers) await w.step();
+  for (let i = 0; i < o.steps; i++) {
     // Alternate which mode goes first, so neither always follows the other.
     const order = i % 2 ? [...workers].reverse() : workers;
     for (const w of order) times.get(w.mode)!.push(await w.step());
@@ -213,37 +246,73 @@ export async function runLoraBench(): Promise<ModeResult[]> {
   for (const w of workers) {
     const report = await w.finish();
     const ms = times.get(w.mode)!;
-    results.push({ ...report, msPerStep: ms, medianMs: median(ms) });
+    results.push({ ...report, msPerStep: ms, medianMs: median(ms), minMs: Math.min(...ms) });
   }
-  return results;
+  const [lora, full] = results;
+  return {
+    ...o,
+    config,
+    backend: lora.backend,
+    speedup: full.medianMs / lora.medianMs,
+    timeSaved: 1 - lora.medianMs / full.medianMs,
+    results,
+  };
 }
 
-function table(results: ModeResult[]): string {
+/** The summary as a plain-text table with a one-line header and verdict. */
+export function formatLoraBench(b: LoraBenchSummary): string {
+  const targets = b.targets === "all" ? "" : ` (${b.targets})`;
   const rows = [
     [
       "mode",
       "trainable params",
       "median ms/step",
+      "min ms/step",
       "peak RSS MB",
       "RSS after setup MB",
       "tensors MB",
     ],
-    ...results.map((r) => [
-      r.mode === "lora"
-        ? `LoRA r=${args.rank}${args.targets === "all" ? "" : ` (${args.targets})`}`
-        : "full",
+    ...b.results.map((r) => [
+      r.mode === "lora" ? `LoRA r=${b.rank}${targets}` : "full",
       r.trainable.toLocaleString("en-US"),
       r.medianMs.toFixed(0),
+      r.minMs.toFixed(0),
       r.peakRssMB.toFixed(0),
       r.setupRssMB.toFixed(0),
       r.tensorMB.toFixed(0),
     ]),
   ];
   const widths = rows[0].map((_, j) => Math.max(...rows.map((r) => r[j].length)));
-  return rows.map((r) => r.map((c, j) => c.padStart(widths[j])).join("  ")).join("\n");
+  const [lora, full] = b.results;
+  return [
+    `${b.model}: batch ${b.batch} x ${b.seq} tokens, ${b.steps} alternating steps after ${b.warmup} warm-up; ${b.backend}`,
+    ...rows.map((r) => r.map((c, j) => c.padStart(widths[j])).join("  ")),
+    `LoRA step: ${Math.abs(100 * b.timeSaved).toFixed(0)}% ${
+      b.timeSaved >= 0 ? "less" : "more"
+    } time than full finetuning (${b.speedup.toFixed(2)}x as fast); peak RSS ${
+      lora.peakRssMB.toFixed(0)
+    } vs ${full.peakRssMB.toFixed(0)} MB`,
+  ].join("\n");
 }
 
 if (import.meta.main) {
+  const { values: args } = parseArgs({
+    args: Deno.args,
+    options: {
+      model: { type: "string" },
+      batch: { type: "string" },
+      seq: { type: "string" },
+      rank: { type: "string" },
+      alpha: { type: "string" },
+      targets: { type: "string" },
+      warmup: { type: "string" },
+      steps: { type: "string" },
+      json: { type: "boolean", default: false },
+      worker: { type: "string" },
+      options: { type: "string" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
   if (args.help) {
     console.log(
       "usage: deno run -A bench/lora.ts [--model gpt-tiny] [--batch 8] [--seq 64] [--rank 16] " +
@@ -251,38 +320,23 @@ if (import.meta.main) {
     );
   } else if (args.worker) {
     if (!(MODES as readonly string[]).includes(args.worker)) throw new Error("bad --worker");
-    await worker(args.worker as Mode);
+    await worker(args.worker as Mode, JSON.parse(args.options!));
   } else {
-    const config = resolveConfig(args.model!, { dropRate: 0 });
-    const results = await runLoraBench();
-    const [lora, full] = results;
-    const summary = {
+    const num = (s: string | undefined) => (s === undefined ? undefined : Number(s));
+    const options: LoraBenchOptions = {
       model: args.model,
-      config,
-      batch: Number(args.batch),
-      seq: Math.min(Number(args.seq), config.contextLength),
-      rank: Number(args.rank),
-      alpha: Number(args.alpha),
-      targets: args.targets,
-      warmup: Number(args.warmup),
-      steps: Number(args.steps),
-      backend: lora.backend,
-      speedup: full.medianMs / lora.medianMs,
-      timeSaved: 1 - lora.medianMs / full.medianMs,
-      results,
+      batch: num(args.batch),
+      seq: num(args.seq),
+      rank: num(args.rank),
+      alpha: num(args.alpha),
+      targets: args.targets === undefined ? undefined : parseTargets(args.targets),
+      warmup: num(args.warmup),
+      steps: num(args.steps),
     };
-    if (args.json) console.log(JSON.stringify(summary, null, 2));
-    else {
-      console.log(
-        `${args.model}: batch ${summary.batch} x ${summary.seq} tokens, ${summary.steps} alternating steps after ${summary.warmup} warm-up; ${lora.backend}`,
-      );
-      console.log(table(results));
-      console.log(
-        `LoRA step: ${(100 * summary.timeSaved).toFixed(0)}% less time than full finetuning ` +
-          `(${summary.speedup.toFixed(2)}x); peak RSS ${lora.peakRssMB.toFixed(0)} vs ${
-            full.peakRssMB.toFixed(0)
-          } MB`,
-      );
+    for (const k of Object.keys(options) as (keyof LoraBenchOptions)[]) {
+      if (options[k] === undefined) delete options[k];
     }
+    const summary = await runLoraBench(options);
+    console.log(args.json ? JSON.stringify(summary, null, 2) : formatLoraBench(summary));
   }
 }

@@ -175,3 +175,36 @@ Deno.test("pretrain writes metrics.jsonl, lr.svg, loss.svg and a resumable check
   assertEquals(JSON.parse(g.stdout).ids.length, 3);
   await Deno.remove(out, { recursive: true });
 });
+
+Deno.test("model-info --qkv-bias --num-classes 2 --lora-rank 16: 124,441,346 parameters, 2,666,528 trainable", async () => {
+  const r = await llm(
+    "model-info",
+    "--model",
+    "gpt2-small",
+    "--qkv-bias",
+    "--num-classes",
+    "2",
+    "--lora-rank",
+    "16",
+    "--lora-alpha",
+    "16",
+  );
+  assertEquals(r.code, 0, r.stderr);
+  const info = JSON.parse(r.stdout);
+  assertEquals([info.totalParams, info.trainableParams], [124_441_346, 2_666_528]);
+});
+
+Deno.test("model-info gpt2-medium --qkv-bias --lora-rank 16: 406,286,336 parameters, 7,898,384 LoRA parameters", async () => {
+  const r = await llm(
+    "model-info",
+    "--model",
+    "gpt2-medium",
+    "--qkv-bias",
+    "--lora-rank",
+    "16",
+    "--lora-alpha",
+    "16",
+  );
+  const info = JSON.parse(r.stdout);
+  assertEquals([info.totalParams, info.trainableParams], [406_286_336, 7_898_384]);
+});

@@ -1,11 +1,14 @@
 /** `llm model-info`: the book's parameter counts and size of a preset, without allocating it. */
 import { countParams, PRESETS, resolveConfig } from "../config.ts";
+import { UserError } from "../errors.ts";
+import { countLoraParams } from "../lora.ts";
 import type { Command } from "./args.ts";
 
 export const modelInfo: Command = {
   name: "model-info",
-  summary: "parameter counts and float32 size of a model preset (book chapter 4.6)",
-  usage: "model-info --model NAME [--context-length N] [--qkv-bias]",
+  summary: "parameter counts and float32 size of a model preset (book chapter 4.6, appendix E)",
+  usage:
+    "model-info --model NAME [--context-length N] [--qkv-bias] [--num-classes N] [--lora-rank R --lora-alpha A]",
   flags: {
     model: {
       type: "string",
@@ -18,21 +21,57 @@ export const modelInfo: Command = {
       help: "add biases to the query/key/value projections",
       default: false,
     },
+    "num-classes": {
+      type: "int",
+      positive: true,
+      help: "replace the output head by a classifier (chapter 6)",
+    },
+    "lora-rank": {
+      type: "int",
+      positive: true,
+      help: "LoRA on every linear layer: trainableParams counts A and B",
+    },
+    "lora-alpha": {
+      type: "number",
+      positive: true,
+      help: "LoRA alpha (does not change the counts)",
+    },
   },
   run(flags) {
     const config = resolveConfig(flags.model as string, {
       contextLength: flags["context-length"] as number | undefined,
       qkvBias: flags["qkv-bias"] as boolean,
     });
+    const numClasses = flags["num-classes"] as number | undefined;
+    const rank = flags["lora-rank"] as number | undefined;
+    if ((rank === undefined) !== (flags["lora-alpha"] === undefined)) {
+      throw new UserError("model-info: give --lora-rank and --lora-alpha together");
+    }
     const counts = countParams(config);
-    console.log(
-      JSON.stringify({
-        model: flags.model,
-        ...counts,
-        trainableParams: counts.totalParams,
-        config,
-      }),
-    );
+    // Without a classifier or LoRA: the book's chapter 4 numbers (every parameter trainable).
+    const lora = countLoraParams(config, { rank: rank ?? 1, numClasses });
+    const totalParams = numClasses === undefined ? counts.totalParams : lora.baseParams;
+    const info: Record<string, unknown> = {
+      model: flags.model,
+      ...counts,
+      totalParams,
+      trainableParams: rank === undefined ? totalParams : lora.loraParams,
+      config,
+    };
+    if (numClasses !== undefined) {
+      // A classifier head has nothing to tie to the token embedding.
+      delete info.tiedParams;
+      info.sizeMB = Math.round((totalParams * 4) / (1024 * 1024) * 100) / 100;
+      info.numClasses = numClasses;
+    }
+    if (rank !== undefined) {
+      Object.assign(info, {
+        loraRank: rank,
+        loraAlpha: flags["lora-alpha"],
+        loraLayers: lora.layers,
+      });
+    }
+    console.log(JSON.stringify(info));
     return Promise.resolve();
   },
 };
