@@ -31,12 +31,20 @@ import {
 } from "./data/instruction.ts";
 import { InstructionDataset } from "./data/instruction_dataset.ts";
 import { InstructionLoader } from "./data/collate.ts";
-import { ALPACA_URL, downloadAlpaca, downloadPretrained, PRETRAINED } from "./download.ts";
+import {
+  ALPACA_URL,
+  defaultCacheDir,
+  downloadAlpaca,
+  downloadPretrained,
+  PRETRAINED,
+} from "./download.ts";
 import { UserError } from "./errors.ts";
 import { exists, writeTextAtomic } from "./fsutil.ts";
 import { generate } from "./generate.ts";
+import type { ResponseEntry } from "./judge.ts";
 import { countTrainable, freezeAll, type LoraScaling, replaceLinearWithLora } from "./lora.ts";
 import { GPTModel } from "./model.ts";
+import { checkSafetensorsFile } from "./safetensors.ts";
 import { decode, encode, END_OF_TEXT, type Tokenizer } from "./tokenizer.ts";
 import { AdamW } from "./train/adamw.ts";
 import { warmupSteps as warmupStepsOf } from "./train/schedule.ts";
@@ -274,6 +282,33 @@ export async function baseModelConfig(weights: string): Promise<GPTConfig> {
 }
 
 /**
+ * The cache folder of a pretrained name when its files are there and complete (config.json and
+ * a whole model.safetensors), else null. Never downloads: notebooks use it to decide offline.
+ */
+export async function cachedPretrained(
+  name: string,
+  { cacheDir = defaultCacheDir() }: { cacheDir?: string } = {},
+): Promise<string | null> {
+  if (!(name in PRETRAINED)) throw unknownWeights(name);
+  const dir = join(cacheDir, name);
+  if (!(await exists(join(dir, "config.json")))) return null;
+  return (await checkSafetensorsFile(join(dir, "model.safetensors"))).status === "ok" ? dir : null;
+}
+
+/**
+ * The checkpoint folder of `weights`: the folder itself, or for a pretrained name its cache
+ * folder, downloading the files the first time (a truncated cached file is resumed).
+ */
+export async function resolveWeights(
+  weights: string,
+  { cacheDir }: { cacheDir?: string } = {},
+): Promise<string> {
+  if (await exists(weights)) return weights;
+  if (!(weights in PRETRAINED)) throw unknownWeights(weights);
+  return await downloadPretrained(weights, { cacheDir });
+}
+
+/**
  * Chapter 7.5: a GPTModel with pretrained weights. `weights` is one of gpt2-small, gpt2-medium
  * (the book's choice), gpt2-large, gpt2-xl (downloaded once into the cache, then read from it),
  * or a checkpoint folder (config.json + model.safetensors). OpenAI's weights carry the Q/K/V
@@ -283,11 +318,7 @@ export async function loadBaseModel(
   weights: string,
   { dropRate = 0, cacheDir }: BaseModelOptions = {},
 ): Promise<BaseModel> {
-  let dir = weights;
-  if (!(await exists(weights))) {
-    if (!(weights in PRETRAINED)) throw unknownWeights(weights);
-    dir = await downloadPretrained(weights, { cacheDir });
-  }
+  const dir = await resolveWeights(weights, { cacheDir });
   const { config, tensors } = await loadCheckpoint(dir);
   const model = new GPTModel({ ...config, dropRate });
   loadWeightsInto(model, tensors);
@@ -436,7 +467,7 @@ export async function finetuneModel(
 // Test responses (chapter 7.7)
 
 /** An entry with the finetuned model's answer. */
-export type EntryWithResponse = InstructionEntry & { model_response: string };
+export type EntryWithResponse = ResponseEntry & { model_response: string };
 
 /** Options of `generateTestResponses`, with the book's defaults. */
 export interface TestResponseOptions {

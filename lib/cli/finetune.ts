@@ -17,6 +17,7 @@ import {
   loadBaseModel,
   loadInstructionSource,
   prepareInstructionData,
+  resolveWeights,
   testResponsesPath,
 } from "../finetune.ts";
 import { LORA_SCALINGS, type LoraScaling, mergeLora, saveAdapter } from "../lora.ts";
@@ -229,8 +230,9 @@ async function finetune(f: Flags): Promise<void> {
     return;
   }
 
+  const weightsDir = await resolveWeights(weights!); // downloads once, before the backend starts
   await initBackend();
-  const { model: base } = await loadBaseModel(weights!);
+  const { model: base } = await loadBaseModel(weightsDir);
   let model: GPTModel = base;
   const loraAlpha = (f["lora-alpha"] as number | undefined) ?? 16;
   const loraScaling = f["lora-scaling"] as LoraScaling;
