@@ -6,16 +6,19 @@
  *
  *   deno run -A bench/kernels.ts [--mode both|fast|stock] [--steps 5] [--profile]
  *        [--vocab 50257] [--ctx 128] [--emb 128] [--layers 2] [--heads 4] [--batch 4]
- *        [--drop 0.1] [--model]
+ *        [--drop 0.1] [--model] [--skip-plain]
  *
  * `stock` is what a plain port does: tfjs' own cpu kernels, one-hot softmax cross-entropy and an
  * AdamW written with tf ops. `fast` registers lib/kernels and uses LlmSparseXent + LlmAdamW.
- * `--model` also times lib/model.ts's GPTModel when it exists. Each mode runs in its own process.
+ * `--model` also times lib/train's trainStep on lib/model.ts's GPTModel (its own loss and AdamW,
+ * which use the fused kernels when registered); `--skip-plain` skips the plain-ops model (whose
+ * stock run takes minutes: tfjs' UnsortedSegmentSum loops over all 50,257 rows). Each mode runs
+ * in its own process.
  * Not a test: prints ms/step and, with --profile, the ten kernels that took the most time.
  */
 import * as tf from "@tensorflow/tfjs";
 import { parseArgs } from "node:util";
-import { registerFastKernels } from "../lib/kernels/mod.ts";
+import { fastKernelStats, poolStats, registerFastKernels } from "../lib/kernels/mod.ts";
 
 const { values: args } = parseArgs({
   args: Deno.args,
@@ -31,6 +34,7 @@ const { values: args } = parseArgs({
     batch: { type: "string", default: "4" },
     drop: { type: "string", default: "0.1" },
     model: { type: "boolean", default: false },
+    "skip-plain": { type: "boolean", default: false },
   },
 });
 
@@ -145,8 +149,7 @@ function forward(ids: tf.Tensor2D): tf.Tensor {
   x = dropout(x);
   for (const b of blocks) {
     const h = layerNorm(x, b.n1s, b.n1b);
-    const split = (w: tf.Tensor) =>
-      linear(h, w).reshape([B, T, H, D]).transpose([0, 2, 1, 3]);
+    const split = (w: tf.Tensor) => linear(h, w).reshape([B, T, H, D]).transpose([0, 2, 1, 3]);
     const q = split(b.wq), k = split(b.wk), v = split(b.wv);
     let s = tf.matMul(q, k, false, true);
     s = tf.where(maskB, negInf, s);
@@ -182,9 +185,16 @@ function adamw(grads: tf.Tensor[]): void {
   t++;
   for (let i = 0; i < params.length; i++) {
     if (fast) {
-      tf.engine().runKernel("LlmAdamW", { param: params[i], grad: grads[i], m: ms[i], v: vs[i] }, {
-        ...hp,
-        step: t,
+      tf.tidy(() => {
+        const [p2, m2, v2] = tf.engine().runKernel(
+          "LlmAdamW",
+          { param: params[i], grad: grads[i], m: ms[i], v: vs[i] },
+          { ...hp, step: t },
+        ) as tf.Tensor[];
+        // No-ops when updated in place (the variables own their storage here).
+        params[i].assign(p2);
+        ms[i].assign(m2);
+        vs[i].assign(v2);
       });
       continue;
     }
@@ -222,6 +232,15 @@ function timeSteps(label: string, run: () => number): void {
     times.push(performance.now() - t0);
   }
   times.sort((a, b) => a - b);
+  if (fast) {
+    const fallbacks = Object.entries(fastKernelStats()).filter(([, c]) => c.stock > 0)
+      .map(([k, c]) => `${k} ${c.stock}/${c.stock + c.fast}`);
+    const pool = poolStats();
+    console.log(
+      `  stock fallbacks: ${fallbacks.join(", ") || "none"}; pool: ${pool.reused} reused, ` +
+        `${pool.allocated} allocated, ${(pool.freeBytes / 2 ** 20).toFixed(0)} MiB held`,
+    );
+  }
   const median = times[Math.floor(times.length / 2)];
   console.log(
     `${label} [${args.mode}] V=${V} C=${C} E=${E} L=${L} H=${H} B=${B} drop=${drop}: ` +
@@ -246,21 +265,27 @@ async function profileTop(label: string, run: () => number): Promise<void> {
   const top = [...agg.entries()].sort((a, b) => b[1].ms - a[1].ms).slice(0, 10);
   for (const [name, a] of top) {
     console.log(
-      `    ${name.padEnd(22)} ${a.ms.toFixed(1).padStart(9)} ms ${
-        String(a.n).padStart(5)
-      } calls ${(100 * a.ms / total).toFixed(1).padStart(5)}%`,
+      `    ${name.padEnd(22)} ${a.ms.toFixed(1).padStart(9)} ms ${String(a.n).padStart(5)} calls ${
+        (100 * a.ms / total).toFixed(1).padStart(5)
+      }%`,
     );
   }
   console.log(`  slowest single calls:`);
-  const calls = [...prof.kernels].sort((a, b) => (b.kernelTimeMs as number) - (a.kernelTimeMs as number));
+  const calls = [...prof.kernels].sort((a, b) =>
+    (b.kernelTimeMs as number) - (a.kernelTimeMs as number)
+  );
   for (const k of calls.slice(0, 10)) {
     const shapes = k.inputShapes.map((s) => `[${s}]`).join(" ");
-    console.log(`    ${k.name.padEnd(22)} ${(k.kernelTimeMs as number).toFixed(1).padStart(9)} ms  ${shapes}`);
+    console.log(
+      `    ${k.name.padEnd(22)} ${(k.kernelTimeMs as number).toFixed(1).padStart(9)} ms  ${shapes}`,
+    );
   }
 }
 
-timeSteps("plain-ops GPT step", step);
-if (args.profile) await profileTop("plain-ops GPT step", step);
+if (!args["skip-plain"]) {
+  timeSteps("plain-ops GPT step", step);
+  if (args.profile) await profileTop("plain-ops GPT step", step);
+}
 
 // ---------------------------------------------------------------- the real model, when present
 if (args.model) await benchModel();

@@ -3,7 +3,8 @@ import * as tf from "@tensorflow/tfjs";
 import assert from "node:assert/strict";
 import { loadBlas } from "../lib/kernels/blas.ts";
 import { fastKernelNames, registerFastKernels, restoreStockKernels } from "../lib/kernels/mod.ts";
-import { fastExp } from "../lib/kernels/fastmath.ts";
+import { expShiftScale, fastExp, rowMax, sumExpShift } from "../lib/kernels/fastmath.ts";
+import { simdRows } from "../lib/kernels/simd.ts";
 import { assertClose, assertFastMatchesStock, cpu, rand } from "./kernels_helpers.ts";
 
 await cpu();
@@ -224,6 +225,37 @@ Deno.test("fastExp is within 2e-7 relative of Math.exp and gives 0, Infinity, Na
   assert.equal(fastExp(0), 1);
 });
 
+Deno.test("the WebAssembly SIMD row kernels (max, sum of exp, exp-scale) agree with the JS ones", {
+  ignore: simdRows() == null,
+}, () => {
+  const s = simdRows()!;
+  for (const n of [1, 3, 4, 7, 8, 9, 17, 1000, 50257]) {
+    const x = Float32Array.from({ length: n + 3 }, (_, i) => 12 * Math.sin(i * 1.7 + n));
+    s.load(x, 3, n);
+    const m = s.max();
+    assert.equal(m, rowMax(x, 3, n), `max n=${n}`);
+    assertClose([s.sumExp(m)], [sumExpShift(x, 3, n, m)], 2e-6, 0, `sumExp n=${n}`);
+    const lse = m + Math.log(sumExpShift(x, 3, n, m)) + 1e-3;
+    s.expScale(lse, -0.75);
+    const got = new Float32Array(n + 2).fill(5);
+    s.store(got, 1, n);
+    const want = new Float32Array(n);
+    expShiftScale(x, 3, want, 0, n, lse, -0.75);
+    assertClose(got.subarray(1, n + 1), want, 3e-6, 1e-30, `expScale n=${n}`);
+    assert.equal(got[0], 5);
+    assert.equal(got[n + 1], 5, "writes n elements only");
+  }
+  const edge = new Float32Array([NaN, -Infinity, Infinity, 0, -87, -100, 88, 89, 1]);
+  s.load(edge, 0, edge.length);
+  s.expScale(0, 1);
+  const out = new Float32Array(edge.length);
+  s.store(out, 0, edge.length);
+  assert.ok(Number.isNaN(out[0]), "NaN");
+  assert.deepEqual([out[1], out[2], out[3]], [0, Infinity, 1], "-Infinity, Infinity, 0");
+  assert.deepEqual([out[4], out[5]], [0, 0], "below e^-86.5 (float32 near-subnormal) flushes to 0");
+  assertClose([out[6], out[7], out[8]], [Math.exp(88), Infinity, Math.E], 1e-6, 0, "e^88, e^89, e");
+});
+
 Deno.test("Pow with a scalar exponent (GELU's x^3) matches stock", () => {
   const x = tf.concat([rand([100], 40, -3, 3), tf.tensor([0, -0, NaN, Infinity, -Infinity])]);
   for (const e of [2, 3, 0.5, -1, 2.5, 1, 0]) {
@@ -316,6 +348,40 @@ Deno.test("Transpose, Tile (broadcastTo), Cast and Select (where) match stock", 
   );
   const cond = tf.tensor([[true, false], [false, true]]);
   assertFastMatchesStock(() => tf.where(cond, rand([2, 2], 74), rand([2, 2], 75)), "where", 0, 0);
+});
+
+Deno.test("PadV2 (slice gradient), ScatterNd (scatter-add with duplicates) and same-dtype Cast match stock", () => {
+  assertFastMatchesStock(
+    () => tf.pad(rand([2, 3, 4], 85), [[1, 0], [0, 2], [3, 1]]),
+    "pad 3-D",
+    0,
+    0,
+  );
+  assertFastMatchesStock(() => tf.pad(rand([5], 86), [[2, 3]], 1.5), "pad 1-D constant", 0, 0);
+  assertFastMatchesStock(
+    () => tf.grad((t: tf.Tensor) => t.slice([1, 0], [3, 4]).square().sum())(rand([6, 4], 87)),
+    "slice gradient",
+    0,
+    0,
+  );
+  const idx = tf.tensor2d([[3], [0], [3], [9]], [4, 1], "int32");
+  assertFastMatchesStock(
+    () => tf.scatterND(idx, rand([4, 5], 88), [10, 5]),
+    "scatterND rows",
+    0,
+    0,
+  );
+  const idx2 = tf.tensor2d([[1, 2], [0, 0], [1, 2]], [3, 2], "int32");
+  assertFastMatchesStock(
+    () => tf.scatterND(idx2, rand([3], 89), [2, 3]),
+    "scatterND elements",
+    0,
+    0,
+  );
+  assert.throws(() =>
+    tf.scatterND(tf.tensor2d([[10]], [1, 1], "int32"), rand([1, 5], 90), [10, 5])
+  );
+  assertFastMatchesStock(() => rand([3], 91).cast("float32"), "cast float32 -> float32", 0, 0);
 });
 
 Deno.test("GatherV2 (embedding lookup) and UnsortedSegmentSum (its gradient) match stock", () => {

@@ -1,26 +1,29 @@
 /**
- * `LlmAdamW`: one fused, in-place torch.optim.AdamW step for one parameter on the cpu backend.
+ * `LlmAdamW`: one fused torch.optim.AdamW step for one parameter on the cpu backend, in place.
  *
  *   const [p2, m2, v2] = tf.engine().runKernel("LlmAdamW", {param, grad, m, v},
  *     {lr, beta1, beta2, eps, weightDecay, step}) as tf.Tensor[];
+ *   param.assign(p2); m.assign(m2); v.assign(v2);   // no-ops when updated in place
  *
  * Math (torch.optim.AdamW, step t counted from 1):
  *   p *= 1 - lr*wd;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;
  *   denom = sqrt(v)/sqrt(1-b2^t) + eps;  p -= (lr/(1-b1^t)) * m / denom
+ * computed in float32 with WebAssembly SIMD, as torch does (float64 JS loop for small tensors).
  *
- * In place: the kernel rewrites the typed arrays behind `param`, `m` and `v`
- * (`backend.data.get(dataId).values`) and returns `[param, m, v]` again as new tensors on the
- * same storage (like tfjs' Identity kernel: no copy), so both `p.assign(p2)` (a no-op) and simply
- * disposing the outputs (or running inside tf.tidy) work; no array is allocated. Caveats:
- * - every tensor sharing a dataId sees the update. tfjs shares storage more than one expects on
- *   cpu: `tf.variable(t)` shares `t`'s storage while `t` lives, and `tf.clone(x)`, `x.reshape()`
- *   and identity casts share `x`'s. The kernel therefore refuses (throws) when a buffer's
- *   refCount is above 1; dispose the initial tensor, and take snapshots with
- *   `tf.tensor(p.dataSync().slice(), p.shape)`, not `clone`.
- * - arrays returned earlier by `p.dataSync()` are the live storage and change too.
- * - cpu backend only; other backends need the tf-ops route (`adamwReference`).
+ * In place: when `param`, `m` and `v` own their storage (refCount 1), the kernel rewrites the
+ * typed arrays behind them (`backend.data.get(dataId).values`) and returns them again as
+ * outputs on the same storage (like tfjs' Identity: no copy, no allocation); assigning those
+ * outputs is a no-op and disposing them (or a surrounding tf.tidy) is enough.
+ *
+ * Copy on write: tfjs shares storage more than one expects on cpu (`tf.variable(t)` shares `t`'s
+ * while `t` lives; `tf.clone(x)`, `x.reshape()` and identity casts share `x`'s). A buffer with
+ * refCount > 1 is therefore not touched: its update goes to a new array returned as a new
+ * tensor, so callers must `assign` the outputs (as lib/train/adamw.ts does) for the step to
+ * take effect there. Caveat of the in-place path: arrays obtained earlier from `p.dataSync()`
+ * or `await p.data()` are the live storage and change with the next step (take copies).
  */
 import * as tf from "@tensorflow/tfjs";
+import { simdRows } from "./simd.ts";
 import { type CpuBackend, f32, type FastKernel, type KernelArgs } from "./util.ts";
 
 /** Kernel name. */
@@ -39,46 +42,58 @@ export interface AdamWStep {
 function buffer(be: CpuBackend, t: tf.TensorInfo | undefined, name: string): Float32Array {
   const v = f32(be, t);
   if (t == null || v == null) throw new Error(`${ADAMW}: ${name} must be a float32 cpu tensor`);
-  const refs = be.data.get(t.dataId).refCount ?? 1;
-  if (refs > 1 && name !== "grad") {
-    throw new Error(
-      `${ADAMW}: ${name} shares its storage with ${refs - 1} other tensor(s) ` +
-        "(tf.variable(t) while t lives, clone, reshape) and an in-place update would change them too: create variables as tf.tidy(() => tf.variable(init))",
-    );
-  }
   return v;
 }
 
-/** The in-place AdamW kernel. */
+/** The array to update for `t` and the output tensor info: in place, or a copy when shared. */
+function target(
+  be: CpuBackend,
+  t: tf.TensorInfo,
+  values: Float32Array,
+): [Float32Array, tf.TensorInfo] {
+  if ((be.data.get(t.dataId).refCount ?? 1) <= 1) {
+    be.incRef(t.dataId); // the output aliases the input, as Identity does
+    return [values, { dataId: t.dataId, shape: t.shape.slice(), dtype: t.dtype }];
+  }
+  const copy = values.slice();
+  return [copy, be.makeTensorInfo(t.shape.slice(), "float32", copy)];
+}
+
+/** The AdamW kernel. */
 export const adamw: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
   const be = backend as CpuBackend;
-  const p = buffer(be, inputs.param, "param");
+  const p0 = buffer(be, inputs.param, "param");
   const g = buffer(be, inputs.grad, "grad");
-  const m = buffer(be, inputs.m, "m");
-  const v = buffer(be, inputs.v, "v");
-  const n = p.length;
-  if (g.length !== n || m.length !== n || v.length !== n) {
+  const m0 = buffer(be, inputs.m, "m");
+  const v0 = buffer(be, inputs.v, "v");
+  const n = p0.length;
+  if (g.length !== n || m0.length !== n || v0.length !== n) {
     throw new Error(`${ADAMW}: param, grad, m and v must have the same size`);
   }
   const { lr, beta1, beta2, eps, weightDecay, step } = attrs as AdamWStep;
   if (!(step >= 1)) throw new Error(`${ADAMW}: step must be >= 1 (got ${step})`);
+  const [p, pOut] = target(be, inputs.param, p0);
+  const [m, mOut] = target(be, inputs.m, m0);
+  const [v, vOut] = target(be, inputs.v, v0);
   const decay = 1 - lr * weightDecay;
-  const b1 = beta1, c1 = 1 - beta1, b2 = beta2, c2 = 1 - beta2;
   const stepSize = lr / (1 - Math.pow(beta1, step));
-  const invBc2Sqrt = 1 / Math.sqrt(1 - Math.pow(beta2, step));
-  for (let i = 0; i < n; i++) {
-    const gi = g[i];
-    const mi = b1 * m[i] + c1 * gi;
-    const vi = b2 * v[i] + c2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = p[i] * decay - stepSize * mi / (Math.sqrt(vi) * invBc2Sqrt + eps);
+  const bc2Sqrt = Math.sqrt(1 - Math.pow(beta2, step));
+  const simd = n >= 4096 ? simdRows() : null;
+  if (simd) {
+    // float32 arithmetic in torch's order of operations, 4 lanes at a time.
+    simd.adamw(p, g, m, v, { decay, beta1, beta2, stepSize, bc2Sqrt, eps });
+  } else {
+    const b1 = beta1, c1 = 1 - beta1, b2 = beta2, c2 = 1 - beta2;
+    for (let i = 0; i < n; i++) {
+      const gi = g[i];
+      const mi = b1 * m[i] + c1 * gi;
+      const vi = b2 * v[i] + c2 * gi * gi;
+      m[i] = mi;
+      v[i] = vi;
+      p[i] = p[i] * decay - stepSize * mi / (Math.sqrt(vi) / bc2Sqrt + eps);
+    }
   }
-  // The outputs alias the updated inputs: one more reference on each dataId, as Identity does.
-  return [inputs.param, inputs.m, inputs.v].map((t) => {
-    be.incRef(t.dataId);
-    return { dataId: t.dataId, shape: t.shape.slice(), dtype: t.dtype };
-  });
+  return [pOut, mOut, vOut];
 };
 
 /**

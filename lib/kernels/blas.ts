@@ -138,14 +138,22 @@ function envSet(name: string): boolean {
   }
 }
 
+/**
+ * GEMMs below this many multiply-adds run on one thread: fanning a 512x128x128 product out to two
+ * OpenBLAS threads gains ~0.05 ms on an idle 2-core machine and loses several ms whenever another
+ * process holds a core (the caller waits for a descheduled worker; measured 4 ms vs 0.17 ms).
+ */
+export const SMALL_GEMM = 1 << 26;
+
 function wrap(
   path: string,
   lib: Deno.DynamicLibrary<{ cblas_sgemm: typeof SGEMM }>,
   threads?: number,
 ): Blas {
   let nThreads: number | null = null;
+  let setThreads: ((n: number) => void) | null = null;
   try {
-    // A second handle on the same library for the optional OpenBLAS thread control.
+    // OpenBLAS' optional thread control (absent in reference CBLAS and Accelerate).
     const ctl = Deno.dlopen(path, {
       openblas_set_num_threads: { parameters: ["i32"], result: "void" },
       openblas_get_num_threads: { parameters: [], result: "i32" },
@@ -159,16 +167,24 @@ function wrap(
       );
     }
     nThreads = ctl.symbols.openblas_get_num_threads();
-    ctl.close();
+    setThreads = (n) => ctl.symbols.openblas_set_num_threads(n);
   } catch {
-    // Not OpenBLAS (reference CBLAS, Accelerate): it manages its own threads.
+    // Not OpenBLAS: it manages its own threads.
   }
   const sgemm = lib.symbols.cblas_sgemm;
+  let current = nThreads ?? 1;
   return {
     path,
     threads: nThreads,
     sgemm(transA, transB, m, n, k, alpha, a, b, beta, c, lda, ldb, ldc) {
       if (m === 0 || n === 0) return;
+      if (setThreads != null && nThreads != null && nThreads > 1) {
+        const want = m * n * k < SMALL_GEMM ? 1 : nThreads;
+        if (want !== current) {
+          setThreads(want);
+          current = want;
+        }
+      }
       sgemm(
         ROW_MAJOR,
         transA ? TRANS : NO_TRANS,

@@ -6,17 +6,30 @@
  * transposes, the embedding gather and its gradient) and adds three fused kernels:
  * `LlmSparseXent` / `LlmSparseXentGrad` (cross-entropy without a one-hot) and `LlmAdamW`
  * (in-place optimizer step). Each replaced kernel handles the common cases and calls the stock
- * kernel for the rest, so results match the stock kernels (to float32 rounding).
+ * kernel for the rest, so results match the stock kernels (to float32 rounding). Row softmax,
+ * cross-entropy and AdamW run in WebAssembly SIMD (simd.ts); large outputs come from a pool of
+ * recycled arrays (pool.ts) instead of fresh, page-faulting memory.
  *
  * Off when the environment has `LLM_FAST_KERNELS=0`. Without a BLAS (or without
- * `--allow-ffi`) everything but the matrix products is still registered.
+ * `--allow-ffi`) everything but the matrix products is still registered; `LLM_SIMD=0` keeps the
+ * JS loops instead of WebAssembly SIMD. `LLM_FAST_KERNELS_DEBUG=1` prints the first stock
+ * fallbacks of each kernel (with shapes) to stderr; `fastKernelStats()` counts them.
  */
 import * as tf from "@tensorflow/tfjs";
 import { type Blas, loadBlas } from "./blas.ts";
 import { makeBatchMatMul, makeFusedMatMul } from "./matmul.ts";
 import { BINARY_LOOPS, makeBinary, makeUnary, pow, step, UNARY_NAMES } from "./elementwise.ts";
 import { makeReduce, softmax } from "./reduce.ts";
-import { cast, gatherV2, select, tile, transpose, unsortedSegmentSum } from "./shape.ts";
+import {
+  cast,
+  gatherV2,
+  padV2,
+  scatterNd,
+  select,
+  tile,
+  transpose,
+  unsortedSegmentSum,
+} from "./shape.ts";
 import {
   SPARSE_XENT,
   SPARSE_XENT_GRAD,
@@ -27,11 +40,13 @@ import {
 import { ADAMW, adamw } from "./adamw.ts";
 import type { FastKernel, KernelArgs } from "./util.ts";
 import { installPool, uninstallPool } from "./pool.ts";
+import { simdRows } from "./simd.ts";
 
 export { ADAMW, adamwReference, type AdamWStep } from "./adamw.ts";
 export { SPARSE_XENT, SPARSE_XENT_GRAD, sparseXentReference } from "./xent.ts";
 export { type Blas, loadBlas } from "./blas.ts";
 export { clearPool, poolStats, setPoolLimit } from "./pool.ts";
+export { setSimdEnabled } from "./simd.ts";
 
 /** What registerFastKernels did. */
 export interface FastKernelStatus {
@@ -51,6 +66,17 @@ interface Registered {
 
 let state: Registered | null = null;
 
+/** Per kernel: calls the fast path handled, and calls passed on to the stock kernel. */
+const counts = new Map<string, { fast: number; stock: number }>();
+
+/**
+ * How often each replaced kernel ran its fast path or fell back to the stock kernel since
+ * registration (a stock fallback on a big tensor is a slow spot worth a fast path).
+ */
+export function fastKernelStats(): Record<string, { fast: number; stock: number }> {
+  return Object.fromEntries([...counts].map(([k, v]) => [k, { ...v }]));
+}
+
 /** Names of the kernels a call to registerFastKernels replaced or added (empty when off). */
 export function fastKernelNames(): string[] {
   return state?.status.enabled ? [...state.replaced.keys()] : [];
@@ -64,13 +90,27 @@ function envDisabled(): boolean {
   }
 }
 
+function envFlag(name: string): boolean {
+  try {
+    return (Deno.env.get(name) ?? "0") !== "0";
+  } catch {
+    return false;
+  }
+}
+
+/** Options of registerFastKernels. */
+export interface RegisterOptions {
+  /** The BLAS to use (null: none, matrix products stay stock); default: `loadBlas()`. */
+  blas?: Blas | null;
+  /** Register again even if done before (restores the stock kernels first). */
+  force?: boolean;
+}
+
 /**
  * Registers the fast kernels on tfjs' "cpu" backend (idempotent: later calls return the first
  * result). Call before running ops; works whichever backend is active, but only cpu uses them.
  */
-export function registerFastKernels(
-  options: { blas?: Blas | null; force?: boolean } = {},
-): FastKernelStatus {
+export function registerFastKernels(options: RegisterOptions = {}): FastKernelStatus {
   if (state != null && !options.force) return state.status;
   if (state != null) restoreStockKernels();
   if (envDisabled()) {
@@ -88,6 +128,7 @@ export function registerFastKernels(
     return state.status;
   }
   const blas = options.blas !== undefined ? options.blas : loadBlas();
+  const debug = envFlag("LLM_FAST_KERNELS_DEBUG");
   installPool(tf.findBackend(BACKEND));
   const replaced = new Map<string, tf.KernelConfig | null>();
   const replace = (name: string, fast: FastKernel) => {
@@ -95,13 +136,23 @@ export function registerFastKernels(
     replaced.set(name, stock);
     if (stock != null) tf.unregisterKernel(name, BACKEND);
     const stockFunc = stock?.kernelFunc;
+    const count = { fast: 0, stock: 0 };
+    counts.set(name, count);
     tf.registerKernel({
       ...(stock ?? {}),
       kernelName: name,
       backendName: BACKEND,
       kernelFunc: (args: KernelArgs) => {
         const out = fast(args);
-        if (out != null) return out;
+        if (out != null) {
+          count.fast++;
+          return out;
+        }
+        count.stock++;
+        if (debug && count.stock <= 3) {
+          const ins = Object.entries(args.inputs).map(([k, t]) => `${k}:${t?.dtype}[${t?.shape}]`);
+          console.error(`fast kernels: ${name} falls back to stock for ${ins.join(" ")}`);
+        }
         if (stockFunc == null) throw new Error(`${name}: case not handled by the fast kernel`);
         // deno-lint-ignore no-explicit-any
         return stockFunc(args as any);
@@ -128,14 +179,18 @@ export function registerFastKernels(
   replace(tf.Select, select);
   replace(tf.GatherV2, gatherV2);
   replace(tf.UnsortedSegmentSum, unsortedSegmentSum);
+  replace(tf.ScatterNd, scatterNd);
+  replace(tf.PadV2, padV2);
   replace(SPARSE_XENT, sparseXent);
   replace(SPARSE_XENT_GRAD, sparseXentGrad);
   replace(ADAMW, adamw);
   if (tf.getGradient(SPARSE_XENT) == null) tf.registerGradient(sparseXentGradConfig);
 
-  const how = blas == null
-    ? "no BLAS found: matrix products stay on the stock kernel"
-    : `BLAS ${blas.path}${blas.threads != null ? `, ${blas.threads} threads` : ""}`;
+  const how =
+    (blas == null
+      ? "no BLAS found: matrix products stay on the stock kernel"
+      : `BLAS ${blas.path}${blas.threads != null ? `, ${blas.threads} threads` : ""}`) +
+    (simdRows() == null ? "; no WebAssembly SIMD" : "; WebAssembly SIMD");
   state = { status: { enabled: true, reason: how }, replaced };
   return state.status;
 }
@@ -151,5 +206,6 @@ export function restoreStockKernels(): void {
     if (stock != null) tf.registerKernel(stock);
   }
   uninstallPool();
+  counts.clear();
   state = null;
 }

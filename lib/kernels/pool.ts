@@ -14,8 +14,13 @@
  */
 import type { CpuBackend } from "./util.ts";
 
-/** Arrays below this many elements are not pooled (small ones are cheap to allocate). */
-export const POOL_MIN_ELEMENTS = 1 << 20;
+/**
+ * Arrays below this many elements (64 KiB) are not pooled. Above it, fresh arrays also cost V8
+ * garbage collections (their external memory counts towards GC triggers).
+ */
+export const POOL_MIN_ELEMENTS = 1 << 14;
+/** Free arrays kept per size: a step frees dozens of activations of the same shape. */
+const PER_SIZE = 64;
 
 interface Owned {
   arr: Float32Array;
@@ -117,7 +122,7 @@ function release(arr: Float32Array): void {
   own.live = false;
   if (own.exposed || freeBytes + arr.byteLength > limitBytes) return;
   const list = free.get(arr.length) ?? [];
-  if (list.length >= 4) return;
+  if (list.length >= PER_SIZE) return;
   list.push(arr);
   free.set(arr.length, list);
   freeBytes += arr.byteLength;

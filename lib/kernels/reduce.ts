@@ -8,6 +8,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { expShiftSum, rowMax } from "./fastmath.ts";
 import { allocF32 } from "./pool.ts";
+import { simdRows } from "./simd.ts";
 import { type CpuBackend, f32, type FastKernel, type KernelArgs, sizeOf } from "./util.ts";
 
 type ReduceOp = "sum" | "mean" | "max" | "min";
@@ -141,8 +142,16 @@ export const softmax: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
   const n = x.shape[rank - 1];
   const rows = n === 0 ? 0 : xv.length / n;
   const out = allocF32(be, xv.length, false);
+  const simd = simdRows();
   for (let r = 0; r < rows; r++) {
     const o = r * n;
+    if (simd) {
+      simd.load(xv, o, n);
+      const m = simd.max();
+      simd.expScale(m, 1 / simd.sumExp(m));
+      simd.store(out, o, n);
+      continue;
+    }
     const m = rowMax(xv, o, n);
     const s = expShiftSum(xv, o, out, o, n, m);
     for (let j = 0; j < n; j++) out[o + j] /= s;

@@ -1,7 +1,8 @@
 /**
  * Data-movement kernels: Transpose (rank <= 4, e.g. [B,T,H,D] <-> [B,H,T,D]), Tile (what
- * broadcastTo runs), Cast, Select (tf.where), GatherV2 (the embedding lookup) and
- * UnsortedSegmentSum (its gradient: the stock kernel loops over all 50,257 segments).
+ * broadcastTo runs), PadV2 (the gradient of slice), Cast, Select (tf.where), GatherV2 (the
+ * embedding lookup), UnsortedSegmentSum (its gradient: the stock kernel loops over all 50,257
+ * segments) and ScatterNd (the scatter-add some embedding gradients use instead).
  */
 import * as tf from "@tensorflow/tfjs";
 import { allocF32 } from "./pool.ts";
@@ -26,7 +27,9 @@ export const transpose: FastKernel = ({ inputs, attrs, backend }: KernelArgs) =>
   if (xv == null || perm == null || rank > 4 || perm.length !== rank) return null;
   const outShape = perm.map((p) => x.shape[p]);
   if (perm.every((p, i) => p === i)) {
-    return be.makeTensorInfo(outShape, x.dtype, xv.slice());
+    // Same data: share it, as tfjs' Identity and Reshape do (the gather gradient does this).
+    be.incRef(x.dataId);
+    return { dataId: x.dataId, shape: outShape, dtype: x.dtype };
   }
   const inStrides = new Array<number>(rank);
   for (let i = rank - 1, s = 1; i >= 0; i--) {
@@ -97,11 +100,15 @@ export const cast: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
   const dtype: tf.DataType = attrs?.dtype;
   if (xv == null) return null;
   const shape = x.shape.slice();
+  if (dtype === x.dtype) {
+    be.incRef(x.dataId); // same data, as the stock kernel's identity
+    return { dataId: x.dataId, shape, dtype };
+  }
   if (dtype === "float32" && x.dtype !== "float32") {
-    return be.makeTensorInfo(shape, "float32", Float32Array.from(xv));
+    return be.makeTensorInfo(shape, "float32", new Float32Array(xv));
   }
   if (dtype === "int32" && x.dtype === "float32") {
-    return be.makeTensorInfo(shape, "int32", Int32Array.from(xv));
+    return be.makeTensorInfo(shape, "int32", new Int32Array(xv));
   }
   if (dtype === "bool" && (x.dtype === "float32" || x.dtype === "int32")) {
     const out = new Uint8Array(xv.length);
@@ -187,4 +194,63 @@ export const unsortedSegmentSum: FastKernel = ({ inputs, attrs, backend }: Kerne
     g = end;
   }
   return be.makeTensorInfo([numSegments, ...innerShape], "float32", out);
+};
+
+/** PadV2 of a numeric tensor: fill with the constant, then copy the input's innermost rows. */
+export const padV2: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
+  const be = backend as CpuBackend;
+  const x = inputs.x;
+  const xv = typed(be, x);
+  const paddings: [number, number][] = attrs?.paddings;
+  const rank = x.shape.length;
+  if (xv == null || paddings == null || paddings.length !== rank || rank === 0) return null;
+  const outShape = x.shape.map((s, i) => paddings[i][0] + s + paddings[i][1]);
+  const out = like(xv, sizeOf(outShape), be);
+  out.fill(attrs?.constantValue ?? 0);
+  if (xv.length === 0) return be.makeTensorInfo(outShape, x.dtype, out);
+  const outStrides = new Array<number>(rank);
+  for (let i = rank - 1, s = 1; i >= 0; i--) {
+    outStrides[i] = s;
+    s *= outShape[i];
+  }
+  const last = x.shape[rank - 1];
+  const rows = xv.length / last;
+  const idx = new Array<number>(rank - 1).fill(0);
+  for (let r = 0; r < rows; r++) {
+    let dst = paddings[rank - 1][0];
+    for (let d = 0; d < rank - 1; d++) dst += (idx[d] + paddings[d][0]) * outStrides[d];
+    out.set(xv.subarray(r * last, (r + 1) * last), dst);
+    for (let d = rank - 2; d >= 0; d--) { // odometer over the outer dims
+      if (++idx[d] < x.shape[d]) break;
+      idx[d] = 0;
+    }
+  }
+  return be.makeTensorInfo(outShape, x.dtype, out);
+};
+
+/** ScatterNd of float32 updates with duplicate indices summed (in order, in float32 like stock). */
+export const scatterNd: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
+  const be = backend as CpuBackend;
+  const { indices, updates } = inputs;
+  const uv = f32(be, updates);
+  const iv = be.data.get(indices.dataId).values;
+  const shape: number[] = attrs?.shape;
+  if (uv == null || !(iv instanceof Int32Array) || shape == null) return null;
+  let info;
+  try {
+    info = tf.backend_util.calculateShapes(updates as tf.Tensor, indices as tf.Tensor, shape);
+  } catch {
+    return null;
+  }
+  const { sliceRank, numUpdates, sliceSize, strides, outputSize } = info;
+  const out = allocF32(be, outputSize, true);
+  const slices = outputSize / sliceSize;
+  for (let i = 0; i < numUpdates; i++) {
+    let flat = 0;
+    for (let j = 0; j < sliceRank; j++) flat += iv[i * sliceRank + j] * strides[j];
+    if (!(flat >= 0 && flat < slices)) return null; // the stock kernel throws its error
+    const dst = flat * sliceSize, src = i * sliceSize;
+    for (let k = 0; k < sliceSize; k++) out[dst + k] += uv[src + k];
+  }
+  return be.makeTensorInfo(shape.slice(), "float32", out);
 };

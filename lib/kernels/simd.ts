@@ -65,11 +65,17 @@ const op = {
 };
 const v = {
   load: op.simd(0x00, 4, 0), // align 2^4, offset 0
+  load16: op.simd(0x00, 4, 16), // the next vector
   store: op.simd(0x0b, 4, 0),
   splatF32: (
     x: number,
   ) => [...op.simd(0x0c), ...f32Bytes(x), ...f32Bytes(x), ...f32Bytes(x), ...f32Bytes(x)],
   f32Splat: op.simd(0x13),
+  splatI32: (x: number) => {
+    const b = [...new Uint8Array(new Int32Array([x]).buffer)];
+    return op.simd(0x0c, ...b, ...b, ...b, ...b);
+  },
+  i32Sub: op.simd(0xb1, 0x01),
   f32Lane: (i: number) => op.simd(0x1f, i),
   f64Lane: (i: number) => op.simd(0x21, i),
   f32Lt: op.simd(0x43),
@@ -82,6 +88,8 @@ const v = {
   f32Add: op.simd(0xe4, 0x01),
   f32Sub: op.simd(0xe5, 0x01),
   f32Mul: op.simd(0xe6, 0x01),
+  f32Div: op.simd(0xe7, 0x01),
+  f32Sqrt: op.simd(0xe3, 0x01),
   f32Max: op.simd(0xe9, 0x01),
   f32Pmin: op.simd(0xea, 0x01),
   f32Pmax: op.simd(0xeb, 0x01),
@@ -103,125 +111,123 @@ const P = [
   5.0000001201e-1,
 ];
 const X_LO = -86.5, X_HI = 88.3;
+/** 1.5 * 2^23: adding it rounds a float32 in (-2^22, 2^22) to an integer in its low bits. */
+const MAGIC = 12582912;
+const MAGIC_BITS = 0x4b400000;
+
+/** v128 locals holding the exp constants, set once before a loop (V8 does not hoist them). */
+interface ExpConsts {
+  lo: number;
+  hi: number;
+  log2e: number;
+  magic: number;
+  magicBits: number;
+  c1: number;
+  c2: number;
+  p: number[];
+  one: number;
+  inf: number;
+}
+
+/** A function under construction: numbered params, then locals allocated by name. */
+class Fn {
+  readonly locals: number[] = [];
+  body: number[] = [];
+  constructor(readonly name: string, readonly params: number[], readonly results: number[]) {}
+  local(type: number): number {
+    this.locals.push(type);
+    return this.params.length + this.locals.length - 1;
+  }
+  /** Allocates and fills the constant locals of expBody. */
+  expConsts(): { k: ExpConsts; init: number[] } {
+    const k: ExpConsts = {
+      lo: this.local(V128),
+      hi: this.local(V128),
+      log2e: this.local(V128),
+      magic: this.local(V128),
+      magicBits: this.local(V128),
+      c1: this.local(V128),
+      c2: this.local(V128),
+      p: P.map(() => this.local(V128)),
+      one: this.local(V128),
+      inf: this.local(V128),
+    };
+    const c = (x: number, l: number) => [...v.splatF32(x), ...op.set(l)];
+    const init = [
+      ...c(X_LO, k.lo),
+      ...c(X_HI, k.hi),
+      ...c(LOG2E, k.log2e),
+      ...c(MAGIC, k.magic),
+      ...v.splatI32(MAGIC_BITS),
+      ...op.set(k.magicBits),
+      ...c(C1, k.c1),
+      ...c(C2, k.c2),
+      ...P.flatMap((x, i) => c(x, k.p[i])),
+      ...c(1, k.one),
+      ...c(Infinity, k.inf),
+    ];
+    return { k, init };
+  }
+}
 
 /**
  * exp of the v128 in local `x` (f32x4, already shifted); leaves the result on the stack. Uses
- * v128 locals t (n, then the polynomial) and r.
+ * v128 locals t and r. Rounding to the nearest integer by adding 1.5 * 2^23 (whose low mantissa
+ * bits then hold it) is cheaper than f32x4.nearest + i32x4.trunc_sat. `edges` adds the
+ * Infinity/0 masks for x beyond the clamp range; without them such x give the value at the
+ * clamp (e^-86.5 ~ 3e-38 below), which sums over softmax rows can ignore.
  */
-function expBody(x: number, t: number, r: number): number[] {
-  const c = v.splatF32;
+function expBody(k: ExpConsts, x: number, t: number, r: number, edges: boolean): number[] {
+  const g = op.get;
+  // deno-fmt-ignore
   return [
-    // t = nearest(clamp(x) * log2e)
-    ...op.get(x),
-    ...c(X_LO),
-    ...v.f32Pmax,
-    ...c(X_HI),
-    ...v.f32Pmin,
-    ...op.tee(r),
-    ...c(LOG2E),
-    ...v.f32Mul,
-    ...v.nearest,
-    ...op.set(t),
-    // r = xc - t*C1 - t*C2
-    ...op.get(r),
-    ...op.get(t),
-    ...c(C1),
-    ...v.f32Mul,
-    ...v.f32Sub,
-    ...op.get(t),
-    ...c(C2),
-    ...v.f32Mul,
-    ...v.f32Sub,
-    ...op.set(r),
-    // 2^n as exponent bits: trunc(t) << 23, kept on the stack for the end
-    ...op.get(t),
-    ...v.truncSat,
-    ...op.i32(23),
-    ...v.i32Shl,
+    // r = clamp(x); t = r * log2e + MAGIC (t's bits - MAGIC's bits = n = round(r log2e))
+    ...g(x), ...g(k.lo), ...v.f32Pmax, ...g(k.hi), ...v.f32Pmin, ...op.tee(r),
+    ...g(k.log2e), ...v.f32Mul, ...g(k.magic), ...v.f32Add, ...op.tee(t),
+    // 2^n as exponent bits, kept on the stack for the end: (bits(t) - bits(MAGIC)) << 23
+    ...g(k.magicBits), ...v.i32Sub, ...op.i32(23), ...v.i32Shl,
+    // t = n as a float; r = r - n*C1 - n*C2
+    ...g(t), ...g(k.magic), ...v.f32Sub, ...op.set(t),
+    ...g(r), ...g(t), ...g(k.c1), ...v.f32Mul, ...v.f32Sub,
+    ...g(t), ...g(k.c2), ...v.f32Mul, ...v.f32Sub, ...op.set(r),
     // polynomial: ((((P0 r + P1) r + P2) r + P3) r + P4) r + P5) r^2 + r + 1
-    ...c(P[0]),
-    ...op.get(r),
-    ...v.f32Mul,
-    ...c(P[1]),
-    ...v.f32Add,
-    ...op.get(r),
-    ...v.f32Mul,
-    ...c(P[2]),
-    ...v.f32Add,
-    ...op.get(r),
-    ...v.f32Mul,
-    ...c(P[3]),
-    ...v.f32Add,
-    ...op.get(r),
-    ...v.f32Mul,
-    ...c(P[4]),
-    ...v.f32Add,
-    ...op.get(r),
-    ...v.f32Mul,
-    ...c(P[5]),
-    ...v.f32Add,
-    ...op.get(r),
-    ...op.get(r),
-    ...v.f32Mul,
-    ...v.f32Mul,
-    ...op.get(r),
-    ...v.f32Add,
-    ...c(1),
-    ...v.f32Add,
+    ...g(k.p[0]), ...g(r), ...v.f32Mul, ...g(k.p[1]), ...v.f32Add,
+    ...g(r), ...v.f32Mul, ...g(k.p[2]), ...v.f32Add,
+    ...g(r), ...v.f32Mul, ...g(k.p[3]), ...v.f32Add,
+    ...g(r), ...v.f32Mul, ...g(k.p[4]), ...v.f32Add,
+    ...g(r), ...v.f32Mul, ...g(k.p[5]), ...v.f32Add,
+    ...g(r), ...g(r), ...v.f32Mul, ...v.f32Mul,
+    ...g(r), ...v.f32Add, ...g(k.one), ...v.f32Add,
     // bits(p) + (n << 23)
     ...v.i32Add,
-    ...op.set(t),
-    // x > X_HI: Infinity; x < X_LO: 0 (NaN compares false and stays NaN)
-    ...c(Infinity),
-    ...op.get(t),
-    ...op.get(x),
-    ...c(X_HI),
-    ...v.f32Gt,
-    ...v.bitselect,
-    ...op.get(x),
-    ...c(X_LO),
-    ...v.f32Lt,
-    ...v.andnot,
+    ...(edges
+      ? [
+        // x > X_HI: Infinity; x < X_LO: 0 (NaN compares false and stays NaN)
+        ...op.set(t),
+        ...g(k.inf), ...g(t), ...g(x), ...g(k.hi), ...v.f32Gt, ...v.bitselect,
+        ...g(x), ...g(k.lo), ...v.f32Lt, ...v.andnot,
+      ]
+      : []),
   ];
 }
 
 /** Loop over [p, p + 4n) by 16 bytes; `body` sees the current address in local p. */
 function loop16(p: number, n: number, end: number, body: number[]): number[] {
+  // deno-fmt-ignore
   return [
-    ...op.get(p),
-    ...op.get(n),
-    ...op.i32(2),
-    ...op.i32Shl,
-    ...op.i32Add,
-    ...op.set(end),
+    ...op.get(p), ...op.get(n), ...op.i32(2), ...op.i32Shl, ...op.i32Add, ...op.set(end),
     ...op.block,
-    ...op.get(p),
-    ...op.get(end),
-    ...op.i32GeU,
-    ...op.brIf(0),
+    ...op.get(p), ...op.get(end), ...op.i32GeU, ...op.brIf(0),
     ...op.loop,
     ...body,
-    ...op.get(p),
-    ...op.i32(16),
-    ...op.i32Add,
-    ...op.tee(p),
-    ...op.get(end),
-    ...op.i32LtU,
+    ...op.get(p), ...op.i32(16), ...op.i32Add, ...op.tee(p), ...op.get(end), ...op.i32LtU,
     ...op.brIf(0),
     ...op.end,
     ...op.end,
   ];
 }
 
-interface Func {
-  params: number[];
-  results: number[];
-  locals: number[];
-  body: number[];
-  name: string;
-}
-
-function assemble(funcs: Func[]): Uint8Array {
+function assemble(funcs: Fn[]): Uint8Array<ArrayBuffer> {
   const section = (id: number, payload: number[]) => [id, ...uleb(payload.length), ...payload];
   const vec = (items: number[][]) => [...uleb(items.length), ...items.flat()];
   const name = (s: string) => [...uleb(s.length), ...new TextEncoder().encode(s)];
@@ -239,19 +245,10 @@ function assemble(funcs: Func[]): Uint8Array {
     const b = [...locals, ...f.body, 0x0b];
     return [...uleb(b.length), ...b];
   }));
+  // deno-fmt-ignore
   return new Uint8Array([
-    0x00,
-    0x61,
-    0x73,
-    0x6d,
-    0x01,
-    0x00,
-    0x00,
-    0x00,
-    ...section(1, types),
-    ...section(3, fidx),
-    ...section(5, memory),
-    ...section(7, exports),
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, types), ...section(3, fidx), ...section(5, memory), ...section(7, exports),
     ...section(10, code),
   ]);
 }
@@ -260,115 +257,121 @@ function assemble(funcs: Func[]): Uint8Array {
 
 const ZERO = op.simd(0x0c, ...new Array(16).fill(0));
 
-function buildModule(): Uint8Array {
-  // max(p, n) -> f32
-  const max: Func = {
-    name: "max",
-    params: [I32, I32],
-    results: [F32],
-    locals: [I32, V128], // end 2, acc 3
-    body: [
-      ...v.splatF32(-Infinity),
-      ...op.set(3),
-      ...loop16(0, 1, 2, [...op.get(3), ...op.get(0), ...v.load, ...v.f32Max, ...op.set(3)]),
-      ...op.get(3),
-      ...v.f32Lane(0),
-      ...op.get(3),
-      ...v.f32Lane(1),
-      ...op.f32Max,
-      ...op.get(3),
-      ...v.f32Lane(2),
-      ...op.f32Max,
-      ...op.get(3),
-      ...v.f32Lane(3),
-      ...op.f32Max,
-    ],
-  };
-  // sumexp(p, n, hi, lo) -> f64: sum of exp((x - hi) - lo)
-  const sumexp: Func = {
-    name: "sumexp",
-    params: [I32, I32, F32, F32],
-    results: [F64],
-    // end 4, x 5, t 6, r 7, acc0 8, acc1 9, sh 10, sl 11
-    locals: [I32, V128, V128, V128, V128, V128, V128, V128],
-    body: [
-      ...op.get(2),
-      ...v.f32Splat,
-      ...op.set(10),
-      ...op.get(3),
-      ...v.f32Splat,
-      ...op.set(11),
-      ...ZERO,
-      ...op.set(8),
-      ...ZERO,
-      ...op.set(9),
-      ...loop16(0, 1, 4, [
-        ...op.get(0),
-        ...v.load,
-        ...op.get(10),
-        ...v.f32Sub,
-        ...op.get(11),
-        ...v.f32Sub,
-        ...op.set(5),
-        ...expBody(5, 6, 7),
-        ...op.set(6),
-        ...op.get(8),
-        ...op.get(6),
-        ...v.promoteLow,
-        ...v.f64Add,
-        ...op.set(8),
-        ...op.get(9),
-        ...op.get(6),
-        ...op.get(6),
-        ...v.highToLow,
-        ...v.promoteLow,
-        ...v.f64Add,
-        ...op.set(9),
+function buildModule(): Uint8Array<ArrayBuffer> {
+  const g = op.get;
+  // max(p, n) -> f32, n a multiple of 8. pmax (one maxps) in two chains; it drops NaN, which
+  // the callers catch anyway: exp(NaN - max) makes the row's sum NaN.
+  const max = new Fn("max", [I32, I32], [F32]);
+  {
+    const end = max.local(I32), a0 = max.local(V128), a1 = max.local(V128);
+    const step = [
+      ...g(a0),
+      ...g(0),
+      ...v.load,
+      ...v.f32Pmax,
+      ...op.set(a0),
+      ...g(a1),
+      ...g(0),
+      ...v.load16,
+      ...v.f32Pmax,
+      ...op.set(a1),
+      // the loop adds 16; one more 16 here makes 32 per iteration
+      ...g(0),
+      ...op.i32(16),
+      ...op.i32Add,
+      ...op.set(0),
+    ];
+    // deno-fmt-ignore
+    max.body = [
+      ...v.splatF32(-Infinity), ...op.tee(a0), ...op.set(a1),
+      ...loop16(0, 1, end, step),
+      ...g(a0), ...g(a1), ...v.f32Pmax, ...op.tee(a0), ...v.f32Lane(0), ...g(a0), ...v.f32Lane(1),
+      ...op.f32Max, ...g(a0), ...v.f32Lane(2), ...op.f32Max, ...g(a0), ...v.f32Lane(3), ...op.f32Max,
+    ];
+  }
+  // sumexp(p, n, hi, lo) -> f64: sum of exp((x - hi) - lo), float64 accumulators
+  const sumexp = new Fn("sumexp", [I32, I32, F32, F32], [F64]);
+  {
+    const f = sumexp;
+    const end = f.local(I32), x = f.local(V128), t = f.local(V128), r = f.local(V128);
+    const acc0 = f.local(V128), acc1 = f.local(V128), sh = f.local(V128), sl = f.local(V128);
+    const { k, init } = f.expConsts();
+    // deno-fmt-ignore
+    f.body = [
+      ...init,
+      ...g(2), ...v.f32Splat, ...op.set(sh), ...g(3), ...v.f32Splat, ...op.set(sl),
+      ...ZERO, ...op.set(acc0), ...ZERO, ...op.set(acc1),
+      ...loop16(0, 1, end, [
+        ...g(0), ...v.load, ...g(sh), ...v.f32Sub, ...g(sl), ...v.f32Sub, ...op.set(x),
+        ...expBody(k, x, t, r, false), ...op.set(t),
+        ...g(acc0), ...g(t), ...v.promoteLow, ...v.f64Add, ...op.set(acc0),
+        ...g(acc1), ...g(t), ...g(t), ...v.highToLow, ...v.promoteLow, ...v.f64Add, ...op.set(acc1),
       ]),
-      ...op.get(8),
-      ...op.get(9),
-      ...v.f64Add,
-      ...op.tee(8),
-      ...v.f64Lane(0),
-      ...op.get(8),
-      ...v.f64Lane(1),
-      ...op.f64Add,
-    ],
-  };
+      ...g(acc0), ...g(acc1), ...v.f64Add, ...op.tee(acc0), ...v.f64Lane(0),
+      ...g(acc0), ...v.f64Lane(1), ...op.f64Add,
+    ];
+  }
   // expscale(p, n, hi, lo, scale): x = exp((x - hi) - lo) * scale, in place
-  const expscale: Func = {
-    name: "expscale",
-    params: [I32, I32, F32, F32, F32],
-    results: [],
-    // end 5, x 6, t 7, r 8, sh 9, sl 10, sc 11
-    locals: [I32, V128, V128, V128, V128, V128, V128],
-    body: [
-      ...op.get(2),
-      ...v.f32Splat,
-      ...op.set(9),
-      ...op.get(3),
-      ...v.f32Splat,
-      ...op.set(10),
-      ...op.get(4),
-      ...v.f32Splat,
-      ...op.set(11),
-      ...loop16(0, 1, 5, [
-        ...op.get(0),
-        ...op.get(0),
-        ...v.load,
-        ...op.get(9),
-        ...v.f32Sub,
-        ...op.get(10),
-        ...v.f32Sub,
-        ...op.set(6),
-        ...expBody(6, 7, 8),
-        ...op.get(11),
-        ...v.f32Mul,
+  const expscale = new Fn("expscale", [I32, I32, F32, F32, F32], []);
+  {
+    const f = expscale;
+    const end = f.local(I32), x = f.local(V128), t = f.local(V128), r = f.local(V128);
+    const sh = f.local(V128), sl = f.local(V128), sc = f.local(V128);
+    const { k, init } = f.expConsts();
+    // deno-fmt-ignore
+    f.body = [
+      ...init,
+      ...g(2), ...v.f32Splat, ...op.set(sh), ...g(3), ...v.f32Splat, ...op.set(sl),
+      ...g(4), ...v.f32Splat, ...op.set(sc),
+      ...loop16(0, 1, end, [
+        ...g(0),
+        ...g(0), ...v.load, ...g(sh), ...v.f32Sub, ...g(sl), ...v.f32Sub, ...op.set(x),
+        ...expBody(k, x, t, r, true), ...g(sc), ...v.f32Mul,
         ...v.store,
       ]),
-    ],
-  };
-  return assemble([max, sumexp, expscale]);
+    ];
+  }
+  // adamw(pp, pg, pm, pv, n, decay, b1, c1, b2, c2, stepSize, bc2Sqrt, eps): torch.optim.AdamW's
+  // float32 update of n (a multiple of 4) elements, in place in the p, m, v regions.
+  const adamw = new Fn(
+    "adamw",
+    [I32, I32, I32, I32, I32, F32, F32, F32, F32, F32, F32, F32, F32],
+    [],
+  );
+  {
+    const f = adamw;
+    const o = f.local(I32),
+      end = f.local(I32),
+      gr = f.local(V128),
+      m = f.local(V128),
+      s = f.local(V128);
+    const k = [5, 6, 7, 8, 9, 10, 11, 12].map(() => f.local(V128));
+    const [decay, b1, c1, b2, c2, ss, bc2, eps] = k;
+    const at = (base: number) => [...g(base), ...g(o), ...op.i32Add];
+    // deno-fmt-ignore
+    f.body = [
+      ...k.flatMap((l, i) => [...g(5 + i), ...v.f32Splat, ...op.set(l)]),
+      ...op.i32(0), ...op.set(o),
+      ...loop16(o, 4, end, [
+        ...at(1), ...v.load, ...op.set(gr),
+        // m = b1 m + c1 g
+        ...at(2),
+        ...at(2), ...v.load, ...g(b1), ...v.f32Mul, ...g(gr), ...g(c1), ...v.f32Mul, ...v.f32Add,
+        ...op.tee(m), ...v.store,
+        // v = b2 v + c2 g g
+        ...at(3),
+        ...at(3), ...v.load, ...g(b2), ...v.f32Mul, ...g(gr), ...g(gr), ...v.f32Mul, ...g(c2), ...v.f32Mul,
+        ...v.f32Add, ...op.tee(s), ...v.store,
+        // p = p decay - (stepSize m) / (sqrt(v) / bc2Sqrt + eps)
+        ...at(0),
+        ...at(0), ...v.load, ...g(decay), ...v.f32Mul,
+        ...g(ss), ...g(m), ...v.f32Mul,
+        ...g(s), ...v.f32Sqrt, ...g(bc2), ...v.f32Div, ...g(eps), ...v.f32Add,
+        ...v.f32Div, ...v.f32Sub, ...v.store,
+      ]),
+    ];
+  }
+  return assemble([max, sumexp, expscale, adamw]);
 }
 
 interface Exports {
@@ -376,7 +379,25 @@ interface Exports {
   max(p: number, n: number): number;
   sumexp(p: number, n: number, hi: number, lo: number): number;
   expscale(p: number, n: number, hi: number, lo: number, scale: number): void;
+  adamw(
+    pp: number,
+    pg: number,
+    pm: number,
+    pv: number,
+    n: number,
+    decay: number,
+    b1: number,
+    c1: number,
+    b2: number,
+    c2: number,
+    stepSize: number,
+    bc2Sqrt: number,
+    eps: number,
+  ): void;
 }
+
+/** Elements per AdamW chunk: four regions of 64 KiB stay in L2. */
+const CHUNK = 16384;
 
 /** One row at a time in the module's memory. */
 export class SimdRows {
@@ -390,14 +411,10 @@ export class SimdRows {
     this.#heap = new Float32Array(x.memory.buffer);
   }
 
-  /** Copies src[off .. off+n) in, padded with -Infinity to a multiple of 4. */
+  /** Copies src[off .. off+n) in, padded with -Infinity to a multiple of 8. */
   load(src: Float32Array, off: number, n: number): void {
-    const n4 = (n + 3) & ~3;
-    if (n4 > this.#heap.length) {
-      const pages = Math.ceil((n4 * 4 - this.#x.memory.buffer.byteLength) / 65536);
-      this.#x.memory.grow(pages);
-      this.#heap = new Float32Array(this.#x.memory.buffer);
-    }
+    const n4 = (n + 7) & ~7;
+    this.#reserve(n4);
     this.#heap.set(src.subarray(off, off + n), 0);
     for (let i = n; i < n4; i++) this.#heap[i] = -Infinity;
     this.#n4 = n4;
@@ -405,7 +422,7 @@ export class SimdRows {
 
   /** Largest element of the loaded row (NaN if it has one). */
   max(): number {
-    return this.#x.max(0, this.#n4 >> 2 << 2);
+    return this.#x.max(0, this.#n4);
   }
 
   /** Sum of exp(x - shift) over the loaded row, shift split into two float32 parts. */
@@ -420,6 +437,63 @@ export class SimdRows {
     this.#x.expscale(0, this.#n4, hi, Math.fround(shift - hi), scale);
   }
 
+  /**
+   * torch.optim.AdamW's update in float32 (as torch computes it), in place on p, m, v; chunks
+   * go through the module's memory.
+   */
+  adamw(
+    p: Float32Array,
+    g: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    h: {
+      decay: number;
+      beta1: number;
+      beta2: number;
+      stepSize: number;
+      bc2Sqrt: number;
+      eps: number;
+    },
+  ): void {
+    this.#reserve(4 * CHUNK);
+    const heap = this.#heap;
+    const [P0, G0, M0, V0] = [0, CHUNK, 2 * CHUNK, 3 * CHUNK];
+    for (let off = 0; off < p.length; off += CHUNK) {
+      const len = Math.min(CHUNK, p.length - off);
+      const len4 = (len + 3) & ~3;
+      heap.set(p.subarray(off, off + len), P0);
+      heap.set(g.subarray(off, off + len), G0);
+      heap.set(m.subarray(off, off + len), M0);
+      heap.set(v.subarray(off, off + len), V0);
+      for (const base of [P0, G0, M0, V0]) heap.fill(0, base + len, base + len4);
+      this.#x.adamw(
+        P0 * 4,
+        G0 * 4,
+        M0 * 4,
+        V0 * 4,
+        len4,
+        h.decay,
+        h.beta1,
+        1 - h.beta1,
+        h.beta2,
+        1 - h.beta2,
+        h.stepSize,
+        h.bc2Sqrt,
+        h.eps,
+      );
+      p.set(heap.subarray(P0, P0 + len), off);
+      m.set(heap.subarray(M0, M0 + len), off);
+      v.set(heap.subarray(V0, V0 + len), off);
+    }
+  }
+
+  #reserve(floats: number): void {
+    if (floats <= this.#heap.length) return;
+    const pages = Math.ceil((floats * 4 - this.#x.memory.buffer.byteLength) / 65536);
+    this.#x.memory.grow(pages);
+    this.#heap = new Float32Array(this.#x.memory.buffer);
+  }
+
   /** Copies the first n elements of the row out to dst[off ..]. */
   store(dst: Float32Array, off: number, n: number): void {
     dst.set(this.#heap.subarray(0, n), off);
@@ -427,9 +501,16 @@ export class SimdRows {
 }
 
 let instance: SimdRows | null | undefined;
+let disabled = false;
+
+/** Turns the SIMD kernels off (the JS loops run instead) or back on; for tests and A/B runs. */
+export function setSimdEnabled(on: boolean): void {
+  disabled = !on;
+}
 
 /** The SIMD row kernels, or null where WebAssembly SIMD is unavailable (or LLM_SIMD=0). */
 export function simdRows(): SimdRows | null {
+  if (disabled) return null;
   if (instance !== undefined) return instance;
   instance = null;
   try {

@@ -13,6 +13,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { expShiftScale, rowMax, sumExpShift } from "./fastmath.ts";
 import { allocF32, onReuse } from "./pool.ts";
+import { simdRows } from "./simd.ts";
 import { type CpuBackend, f32, type FastKernel, type KernelArgs } from "./util.ts";
 
 /** Kernel names. */
@@ -63,13 +64,20 @@ export const sparseXent: FastKernel = ({ inputs, attrs, backend }: KernelArgs) =
   const rows = tv.length;
   const out = new Float32Array(rows);
   const lse = new Float64Array(rows).fill(NaN);
+  const simd = simdRows();
   for (let i = 0; i < rows; i++) {
     const t = tv[i];
     if (t === ignore) continue;
     checkTarget(t, v, i);
     const o = i * v;
-    const m = rowMax(xv, o, v);
-    lse[i] = m + Math.log(sumExpShift(xv, o, v, m));
+    if (simd) {
+      simd.load(xv, o, v);
+      const m = simd.max();
+      lse[i] = m + Math.log(simd.sumExp(m));
+    } else {
+      const m = rowMax(xv, o, v);
+      lse[i] = m + Math.log(sumExpShift(xv, o, v, m));
+    }
     out[i] = lse[i] - xv[o + t];
   }
   lseCache.set(xv, lse);
@@ -90,6 +98,7 @@ export const sparseXentGrad: FastKernel = ({ inputs, attrs, backend }: KernelArg
   const ignore: number = attrs?.ignoreIndex ?? -100;
   const out = allocF32(be, xv.length, false);
   const cached = lseCache.get(xv);
+  const simd = simdRows();
   for (let i = 0; i < tv.length; i++) {
     const t = tv[i], g = dyv[i];
     if (t === ignore || g === 0) {
@@ -99,11 +108,21 @@ export const sparseXentGrad: FastKernel = ({ inputs, attrs, backend }: KernelArg
     checkTarget(t, v, i);
     const o = i * v;
     let lse = cached?.[i] ?? NaN;
-    if (lse !== lse) {
-      const m = rowMax(xv, o, v);
-      lse = m + Math.log(sumExpShift(xv, o, v, m));
+    if (simd) {
+      simd.load(xv, o, v);
+      if (lse !== lse) {
+        const m = simd.max();
+        lse = m + Math.log(simd.sumExp(m));
+      }
+      simd.expScale(lse, g);
+      simd.store(out, o, v);
+    } else {
+      if (lse !== lse) {
+        const m = rowMax(xv, o, v);
+        lse = m + Math.log(sumExpShift(xv, o, v, m));
+      }
+      expShiftScale(xv, o, out, o, v, lse, g);
     }
-    expShiftScale(xv, o, out, o, v, lse, g);
     out[o + t] -= g;
   }
   return be.makeTensorInfo(logits.shape.slice(), "float32", out);
