@@ -222,13 +222,13 @@ function step(): number {
   });
 }
 
-function timeSteps(label: string, run: () => number): void {
-  run(); // warm-up (JIT, BLAS threads, first allocations)
+async function timeSteps(label: string, run: () => number | Promise<number>): Promise<void> {
+  await run(); // warm-up (JIT, BLAS threads, first allocations)
   const times: number[] = [];
   let last = 0;
   for (let i = 0; i < steps; i++) {
     const t0 = performance.now();
-    last = run();
+    last = await run();
     times.push(performance.now() - t0);
   }
   times.sort((a, b) => a - b);
@@ -249,9 +249,9 @@ function timeSteps(label: string, run: () => number): void {
   );
 }
 
-async function profileTop(label: string, run: () => number): Promise<void> {
-  const prof = await tf.profile(() => {
-    run();
+async function profileTop(label: string, run: () => number | Promise<number>): Promise<void> {
+  const prof = await tf.profile(async () => {
+    await run();
   });
   const agg = new Map<string, { ms: number; n: number }>();
   for (const k of prof.kernels) {
@@ -283,7 +283,7 @@ async function profileTop(label: string, run: () => number): Promise<void> {
 }
 
 if (!args["skip-plain"]) {
-  timeSteps("plain-ops GPT step", step);
+  await timeSteps("plain-ops GPT step", step);
   if (args.profile) await profileTop("plain-ops GPT step", step);
 }
 
@@ -320,8 +320,8 @@ async function benchModel(): Promise<void> {
   const optimizer = new AdamW(model.namedParameters(), { lr: 4e-4, weightDecay: 0.1 });
   // The lead's trainStep: its loss and AdamW use LlmSparseXent/LlmAdamW when registered, and
   // their own tf-ops routes otherwise (already without one-hot), so `stock` here is not naive.
-  const run = () =>
-    trainStep(model, optimizer, { inputs: ids, targets }, { lr: 4e-4 }).loss as number;
-  timeSteps("lib/train trainStep(GPTModel)", run);
+  const run = async () =>
+    (await trainStep(model, optimizer, { inputs: ids, targets }, { lr: 4e-4 })).loss as number;
+  await timeSteps("lib/train trainStep(GPTModel)", run);
   if (args.profile) await profileTop("trainStep(GPTModel)", run);
 }

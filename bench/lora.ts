@@ -114,7 +114,7 @@ async function worker(mode: Mode, o: Required<LoraBenchOptions>): Promise<void> 
   ) {
     if (line === "step") {
       const t0 = performance.now();
-      const { loss } = trainStep(model, optimizer, batch, { lr: 5e-5 });
+      const { loss } = await trainStep(model, optimizer, batch, { lr: 5e-5 });
       out({ ms: performance.now() - t0, loss });
     } else if (line === "report") {
       const report: WorkerReport = {

@@ -16,16 +16,16 @@ for name, default in [("vocab", 50257), ("ctx", 128), ("emb", 128), ("layers", 2
                       ("batch", 4), ("steps", 7), ("threads", 2)]:
     p.add_argument(f"--{name}", type=int, default=default)
 p.add_argument("--drop", type=float, default=0.1)
-a = p.parse_args()
-torch.set_num_threads(a.threads)
-torch.manual_seed(123)
+p.add_argument("--qkv-bias", action="store_true")
+# The model classes read these settings; bench/torch_peer.py imports this file and sets `a` itself.
+a = p.parse_args() if __name__ == "__main__" else None
 
 
 class MHA(nn.Module):
     def __init__(s):
         super().__init__()
         e = a.emb
-        s.W_query, s.W_key, s.W_value = (nn.Linear(e, e, bias=False) for _ in range(3))
+        s.W_query, s.W_key, s.W_value = (nn.Linear(e, e, bias=a.qkv_bias) for _ in range(3))
         s.out_proj = nn.Linear(e, e)
         s.dropout = nn.Dropout(a.drop)
         s.register_buffer("mask", torch.triu(torch.ones(a.ctx, a.ctx), diagonal=1))
@@ -80,28 +80,33 @@ class GPT(nn.Module):
         return s.out_head(s.final_norm(s.trf_blocks(x)))
 
 
-model = GPT()
-model.train()
-opt = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
-ids = torch.randint(0, a.vocab, (a.batch, a.ctx))
-targets = torch.randint(0, a.vocab, (a.batch, a.ctx))
+def main():
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(123)
+    model = GPT()
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.1)
+    ids = torch.randint(0, a.vocab, (a.batch, a.ctx))
+    targets = torch.randint(0, a.vocab, (a.batch, a.ctx))
+
+    def step():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(ids).flatten(0, 1), targets.flatten())
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    step()
+    times = []
+    for _ in range(a.steps):
+        t0 = time.perf_counter()
+        loss = step()
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    print(f"torch {torch.__version__} threads={a.threads} V={a.vocab} C={a.ctx} E={a.emb} L={a.layers} "
+          f"H={a.heads} B={a.batch} drop={a.drop}: {times[len(times) // 2]:.0f} ms/step "
+          f"(median of {a.steps}, min {times[0]:.0f}), loss {loss:.4f}")
 
 
-def step():
-    opt.zero_grad()
-    loss = nn.functional.cross_entropy(model(ids).flatten(0, 1), targets.flatten())
-    loss.backward()
-    opt.step()
-    return loss.item()
-
-
-step()
-times = []
-for _ in range(a.steps):
-    t0 = time.perf_counter()
-    loss = step()
-    times.append((time.perf_counter() - t0) * 1000)
-times.sort()
-print(f"torch {torch.__version__} threads={a.threads} V={a.vocab} C={a.ctx} E={a.emb} L={a.layers} "
-      f"H={a.heads} B={a.batch} drop={a.drop}: {times[len(times) // 2]:.0f} ms/step "
-      f"(median of {a.steps}, min {times[0]:.0f}), loss {loss:.4f}")
+if __name__ == "__main__":
+    main()

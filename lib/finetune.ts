@@ -503,7 +503,7 @@ export async function generateTestResponses(
   for (const entry of entries) {
     const inputText = formatInput(entry, { template });
     const prompt = encode(inputText);
-    const ids = generate(model, prompt, { maxNewTokens, temperature: 0, eosId });
+    const ids = await generate(model, prompt, { maxNewTokens, temperature: 0, eosId });
     const generated = decode([...prompt, ...ids]);
     const withResponse = {
       ...entry,

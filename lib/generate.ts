@@ -27,7 +27,11 @@ export interface GenerateOptions {
 }
 
 /** Generates up to maxNewTokens ids after `prompt`; returns the new ids only. */
-export function generate(model: GPTModel, prompt: number[], opts: GenerateOptions): number[] {
+export async function generate(
+  model: GPTModel,
+  prompt: number[],
+  opts: GenerateOptions,
+): Promise<number[]> {
   const ctx = Math.min(opts.contextSize ?? model.config.contextLength, model.config.contextLength);
   const { temperature = 0, topK, eosId, useCache = true } = opts;
   const rng = makeRng(opts.seed ?? 123);
@@ -54,7 +58,7 @@ export function generate(model: GPTModel, prompt: number[], opts: GenerateOption
         return all.slice([0, input.length - 1, 0], [1, 1, -1]).reshape([-1]);
       });
       const next = pickToken(
-        logits.dataSync() as Float32Array,
+        (await logits.data()) as Float32Array,
         temperature,
         topK,
         () => rng.next(),

@@ -114,10 +114,10 @@ Deno.test("new AdamW(params) has torch's defaults (lr 1e-3, betas 0.9/0.999, eps
   disposeAll(r.params, r.opt);
 });
 
-Deno.test("stateDict() holds torch's step, exp_avg and exp_avg_sq per parameter name", () => {
+Deno.test("stateDict() holds torch's step, exp_avg and exp_avg_sq per parameter name", async () => {
   const run = fx.constant_lr;
   const { params, opt } = replay(run, { lr: 0.005, weightDecay: 0.1 });
-  const sd = opt.stateDict();
+  const sd = await opt.stateDict();
   assert.equal(sd.step, 5);
   assert.deepEqual(Object.keys(sd.state).sort(), Object.keys(fx.shapes).sort());
   for (const [k, st] of Object.entries(run.final_state)) {
@@ -130,10 +130,10 @@ Deno.test("stateDict() holds torch's step, exp_avg and exp_avg_sq per parameter 
   disposeAll(params, opt);
 });
 
-Deno.test("loadStateDict() resumes: 3 steps, save, new optimizer, 2 more steps equal 5 uninterrupted steps", () => {
+Deno.test("loadStateDict() resumes: 3 steps, save, new optimizer, 2 more steps equal 5 uninterrupted steps", async () => {
   const run = fx.constant_lr;
   const first = replay(run, { lr: 0.005, weightDecay: 0.1 }, 0, 3);
-  const saved = first.opt.stateDict();
+  const saved = await first.opt.stateDict();
   const resumedParams = makeParams(
     Object.fromEntries([...first.params].map(([k, v]) => [k, [...v.dataSync()]])),
   );
@@ -151,10 +151,10 @@ Deno.test("loadStateDict() resumes: 3 steps, save, new optimizer, 2 more steps e
   disposeAll(resumedParams, opt);
 });
 
-Deno.test("loadStateDict() rejects a checkpoint with a missing or differently shaped parameter", () => {
+Deno.test("loadStateDict() rejects a checkpoint with a missing or differently shaped parameter", async () => {
   const params = makeParams();
   const opt = new AdamW(params);
-  const sd = opt.stateDict();
+  const sd = await opt.stateDict();
   const { w1: _w1, ...missing } = sd.state;
   assert.throws(() => opt.loadStateDict({ ...sd, state: missing }), /no state for parameter "w1"/);
   assert.throws(
@@ -182,12 +182,12 @@ Deno.test("AdamW.step() keeps the tensor count flat across steps and frees its m
   tf.dispose([...params.values()]);
 });
 
-Deno.test("AdamW gives state only to trainable variables and refuses gradients for others", () => {
+Deno.test("AdamW gives state only to trainable variables and refuses gradients for others", async () => {
   const params = makeParams();
   params.get("b1")!.trainable = false;
   const opt = new AdamW(params);
   assert.deepEqual(opt.paramNames.sort(), ["w1", "w2"]);
-  assert.deepEqual(Object.keys(opt.stateDict().state).sort(), ["w1", "w2"]);
+  assert.deepEqual(Object.keys((await opt.stateDict()).state).sort(), ["w1", "w2"]);
   const grads = makeGrads(0);
   const b1Before = [...params.get("b1")!.dataSync()];
   assert.throws(() => opt.step(grads), /no trainable parameter named "b1"/);
@@ -195,7 +195,7 @@ Deno.test("AdamW gives state only to trainable variables and refuses gradients f
   grads.delete("b1");
   opt.step(grads); // a missing gradient means "skip", like torch's p.grad is None
   assert.deepEqual([...params.get("b1")!.dataSync()], b1Before);
-  assert.equal(opt.stateDict().state.w1.step, 1);
+  assert.equal((await opt.stateDict()).state.w1.step, 1);
   tf.dispose([...grads.values()]);
   disposeAll(params, opt);
 });

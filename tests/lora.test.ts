@@ -76,9 +76,9 @@ function snapshot(model: GPTModel): Map<string, Float32Array> {
 }
 
 /** A tiny LoRA model trained for a few steps, so that B != 0. */
-function trainedLoraModel(
+async function trainedLoraModel(
   opts: { rank?: number; alpha?: number; scaling?: "alpha" | "alpha/rank" } = {},
-): GPTModel {
+): Promise<GPTModel> {
   const model = new GPTModel(TINY, { seed: 7 });
   freezeAll(model);
   replaceLinearWithLora(model, { rank: opts.rank ?? 4, alpha: opts.alpha ?? 8, ...opts });
@@ -86,7 +86,7 @@ function trainedLoraModel(
   model.train();
   for (let s = 0; s < 3; s++) {
     const inputs = ids(100 + s), targets = ids(200 + s);
-    trainStep(model, opt, { inputs, targets }, { lr: 0.02 });
+    await trainStep(model, opt, { inputs, targets }, { lr: 0.02 });
     tf.dispose([inputs, targets]);
   }
   model.eval();
@@ -298,7 +298,7 @@ Deno.test("LoRA dropout acts on the LoRA branch in train mode only", () => {
 // ---------------------------------------------------------------------------------------------
 // Training, merging, adapters
 
-Deno.test("LoRA training with AdamW changes only A and B: frozen weights stay bitwise equal, optimizer state only for A/B", () => {
+Deno.test("LoRA training with AdamW changes only A and B: frozen weights stay bitwise equal, optimizer state only for A/B", async () => {
   const model = new GPTModel(TINY, { seed: 7 });
   freezeAll(model);
   replaceLinearWithLora(model, { rank: 4, alpha: 8 });
@@ -311,7 +311,7 @@ Deno.test("LoRA training with AdamW changes only A and B: frozen weights stay bi
   const losses = [];
   for (let s = 0; s < 4; s++) {
     const inputs = ids(100 + (s % 2)), targets = ids(200 + (s % 2));
-    losses.push(trainStep(model, opt, { inputs, targets }, { lr: 0.02 }).loss);
+    losses.push((await trainStep(model, opt, { inputs, targets }, { lr: 0.02 })).loss);
     tf.dispose([inputs, targets]);
   }
   assert.equal(tf.memory().numTensors, tensorsBefore, "no tensors leak per step");
@@ -321,14 +321,14 @@ Deno.test("LoRA training with AdamW changes only A and B: frozen weights stay bi
     if (/\.lora\.[AB]$/.test(name)) assert.ok(!same, `${name} changed`);
     else assert.deepEqual(v.dataSync(), before.get(name), `${name} unchanged`);
   }
-  assert.equal(Object.keys(opt.stateDict().state).length, 26);
+  assert.equal(Object.keys((await opt.stateDict()).state).length, 26);
   opt.dispose();
   model.dispose();
 });
 
-Deno.test("mergeLora() gives a plain GPTModel with the LoRA model's logits (within 1e-5), for both scaling rules", () => {
+Deno.test("mergeLora() gives a plain GPTModel with the LoRA model's logits (within 1e-5), for both scaling rules", async () => {
   for (const scaling of ["alpha/rank", "alpha"] as const) {
-    const model = trainedLoraModel({ scaling });
+    const model = await trainedLoraModel({ scaling });
     const B = model.namedParameters().get("trf_blocks.0.att.W_query.lora.B")!;
     assert.ok(B.dataSync().some((x) => x !== 0), "training made B non-zero");
     const merged = mergeLora(model);
@@ -369,7 +369,7 @@ Deno.test("mergeLora() keeps a classification head", () => {
 });
 
 Deno.test("a merged model saves with saveCheckpoint (HF layout) and loads back with the same logits", async () => {
-  const model = trainedLoraModel();
+  const model = await trainedLoraModel();
   const merged = mergeLora(model);
   await withTempDir(async (dir) => {
     await saveCheckpoint(dir, merged.config, await paramsToTensors(merged));
@@ -390,7 +390,7 @@ Deno.test("a merged model saves with saveCheckpoint (HF layout) and loads back w
 });
 
 Deno.test("saveAdapter() writes a PEFT-like adapter_config.json and only the A/B tensors; loadAdapter() onto a fresh base gives the same logits", async () => {
-  const model = trainedLoraModel({ rank: 4, alpha: 8 });
+  const model = await trainedLoraModel({ rank: 4, alpha: 8 });
   await withTempDir(async (dir) => {
     await saveAdapter(dir, model, { baseModel: "tiny-test" });
     const c: AdapterConfig = JSON.parse(await Deno.readTextFile(join(dir, ADAPTER_CONFIG_FILE)));
@@ -453,7 +453,7 @@ Deno.test("saveAdapter() with some targets lists them as PEFT target_modules and
 });
 
 Deno.test("loadAdapter() onto a mismatched base throws a UserError naming the mismatch", async () => {
-  const model = trainedLoraModel({ rank: 4, alpha: 8 });
+  const model = await trainedLoraModel({ rank: 4, alpha: 8 });
   await withTempDir(async (dir) => {
     await saveAdapter(dir, model, { baseModel: "tiny-test" });
     const check = async (base: GPTModel, pattern: RegExp, opts = {}) => {

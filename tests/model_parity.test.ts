@@ -71,10 +71,10 @@ for (const name of ["gpt-tiny-noqkv", "gpt-tiny-qkv"] as TinyModelName[]) {
     const model = await loadTiny(name);
     const p = expected.promptIds;
     for (const useCache of [true, false]) {
-      const ids = generate(model, p, { maxNewTokens: 10, temperature: 0, useCache });
+      const ids = await generate(model, p, { maxNewTokens: 10, temperature: 0, useCache });
       assertEquals([...p, ...ids], expected.generatedIds, `useCache ${useCache}`);
       // 21 tokens > context 16: the window slides (the book crops to the last 16).
-      const long = generate(model, p, { maxNewTokens: 16, temperature: 0, useCache });
+      const long = await generate(model, p, { maxNewTokens: 16, temperature: 0, useCache });
       assertEquals([...p, ...long], expected.generatedLongIds, `long, useCache ${useCache}`);
     }
     model.dispose();

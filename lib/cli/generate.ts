@@ -57,7 +57,7 @@ export const generateCmd: Command = {
         `note: prompt has ${prompt.length} tokens; only the last ${ctx} (the context) are used`,
       );
     }
-    const ids = generate(model, prompt, {
+    const ids = await generate(model, prompt, {
       maxNewTokens: f["max-new-tokens"] as number,
       temperature: f.temperature as number,
       topK: f["top-k"] as number | undefined,

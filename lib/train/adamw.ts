@@ -186,14 +186,14 @@ export class AdamW {
   }
 
   /** A copy of the state for a checkpoint (reads the moments back synchronously). */
-  stateDict(): AdamWStateDict {
+  async stateDict(): Promise<AdamWStateDict> {
     const state: AdamWStateDict["state"] = {};
     for (const [name, s] of this.#state) {
       state[name] = {
         step: s.step,
         shape: [...s.m.shape],
-        m: Float32Array.from(s.m.dataSync() as Float32Array),
-        v: Float32Array.from(s.v.dataSync() as Float32Array),
+        m: Float32Array.from((await s.m.data()) as Float32Array),
+        v: Float32Array.from((await s.v.data()) as Float32Array),
       };
     }
     return {

@@ -46,7 +46,7 @@ export async function saveTrainingCheckpoint(
   const extra = new Map([...all].filter(([n]) => isExtra(n)));
   await saveCheckpoint(partial, model.config, plain);
   if (extra.size) await writeSafetensors(join(partial, EXTRA_PARAMS_FILE), extra);
-  const sd = optimizer.stateDict();
+  const sd = await optimizer.stateDict();
   const moments: TensorMap = new Map();
   const steps: Record<string, number> = {};
   for (const [name, s] of Object.entries(sd.state)) {

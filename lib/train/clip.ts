@@ -100,10 +100,14 @@ function rebuild<G extends NamedGrads>(like: G, entries: [string, tf.Tensor][]):
 }
 
 /** The book's find_highest_gradient (D.3): the largest single gradient value, and where it is. */
-export function findHighestGradient(grads: NamedGrads): { name: string; value: number } {
+export async function findHighestGradient(
+  grads: NamedGrads,
+): Promise<{ name: string; value: number }> {
   let best = { name: "", value: -Infinity };
   for (const [name, g] of entriesOf(grads)) {
-    const value = tf.tidy(() => g.max().dataSync()[0]);
+    const max = g.max();
+    const value = (await max.data())[0];
+    max.dispose();
     if (value > best.value) best = { name, value };
   }
   return best;

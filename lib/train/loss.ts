@@ -117,7 +117,11 @@ export interface DataLoader extends Iterable<Batch> {
  * The book's calc_loss_loader: mean loss over the first `numBatches` batches (all by default);
  * NaN for an empty loader. Batches are disposed after use.
  */
-export function calcLossLoader(loader: DataLoader, model: GPTModel, numBatches?: number): number {
+export async function calcLossLoader(
+  loader: DataLoader,
+  model: GPTModel,
+  numBatches?: number,
+): Promise<number> {
   if (loader.length === 0) return NaN;
   const n = Math.min(numBatches ?? loader.length, loader.length);
   let total = 0, i = 0;
@@ -126,7 +130,7 @@ export function calcLossLoader(loader: DataLoader, model: GPTModel, numBatches?:
   try {
     for (const { inputs, targets } of loader.epoch()) {
       const loss = calcLossBatch(inputs, targets, model);
-      total += loss.dataSync()[0];
+      total += (await loss.data())[0];
       tf.dispose([loss, inputs, targets]);
       if (++i >= n) break;
     }

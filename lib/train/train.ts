@@ -8,7 +8,7 @@ import type { GPTModel } from "../model.ts";
 import { decode, encode } from "../tokenizer.ts";
 import { generate } from "../generate.ts";
 import type { AdamW } from "./adamw.ts";
-import { clipGradNorm } from "./clip.ts";
+import { clipGradNormAsync } from "./clip.ts";
 import { type Batch, calcLossBatch, calcLossLoader, type DataLoader } from "./loss.ts";
 import { lrAt } from "./schedule.ts";
 
@@ -117,12 +117,12 @@ export interface TrainResult extends TrainHistory {
 }
 
 /** One step: loss, gradients of the trainable parameters, optional clipping, AdamW update. */
-export function trainStep(
+export async function trainStep(
   model: GPTModel,
   optimizer: AdamW,
   batch: Batch,
   { lr, maxGradNorm = null }: { lr: number; maxGradNorm?: number | null },
-): { loss: number; gradNorm: number } {
+): Promise<{ loss: number; gradNorm: number }> {
   const vars = [...model.namedParameters().values()].filter((v) => v.trainable);
   const { value, grads } = tf.variableGrads(
     () => calcLossBatch(batch.inputs, batch.targets, model),
@@ -131,7 +131,7 @@ export function trainStep(
   let gradNorm = NaN;
   let used = grads;
   if (maxGradNorm !== null) {
-    const clipped = clipGradNorm(grads, maxGradNorm);
+    const clipped = await clipGradNormAsync(grads, maxGradNorm);
     gradNorm = clipped.totalNorm;
     used = clipped.grads;
   }
@@ -142,7 +142,7 @@ export function trainStep(
     if (nameOf.has(v.name) && used[v.name]) byName.set(name, used[v.name]);
   }
   optimizer.step(byName, lr);
-  const loss = value.dataSync()[0];
+  const loss = (await value.data())[0];
   tf.dispose([value, grads, used === grads ? [] : used]);
   return { loss, gradNorm };
 }
@@ -198,7 +198,7 @@ export async function trainModel(model: GPTModel, o: TrainOptions): Promise<Trai
         : peakLr;
       const clipNow = maxGradNorm !== null &&
         (o.clipStrictlyAfterWarmup ? step > warmupSteps : step >= warmupSteps);
-      const { loss, gradNorm } = trainStep(model, optimizer, batch, {
+      const { loss, gradNorm } = await trainStep(model, optimizer, batch, {
         lr,
         maxGradNorm: clipNow ? maxGradNorm : null,
       });
@@ -209,7 +209,7 @@ export async function trainModel(model: GPTModel, o: TrainOptions): Promise<Trai
       s.step++;
       s.batchInEpoch++;
       if (step % evalFreq === 0) {
-        const record = evaluate(model, trainLoader, valLoader, evalIter, {
+        const record = await evaluate(model, trainLoader, valLoader, evalIter, {
           step,
           epoch: s.epoch + 1,
           tokensSeen: s.tokensSeen,
@@ -236,7 +236,7 @@ export async function trainModel(model: GPTModel, o: TrainOptions): Promise<Trai
       }
     }
     s.batchInEpoch = 0;
-    if (o.startContext) log(sampleText(model, o.startContext, o.sampleTokens ?? 50));
+    if (o.startContext) log(await sampleText(model, o.startContext, o.sampleTokens ?? 50));
   }
   if (!stopped) s.epochRngState = trainLoader.state.rngState;
   await saveState();
@@ -244,25 +244,29 @@ export async function trainModel(model: GPTModel, o: TrainOptions): Promise<Trai
 }
 
 /** The book's evaluate_model: train and validation loss over `evalIter` batches, dropout off. */
-function evaluate(
+async function evaluate(
   model: GPTModel,
   trainLoader: DataLoader,
   valLoader: DataLoader,
   evalIter: number,
   at: Omit<EvalRecord, "trainLoss" | "valLoss">,
-): EvalRecord {
+): Promise<EvalRecord> {
   const wasTraining = model.training;
   model.eval();
-  const trainLoss = calcLossLoader(trainLoader, model, evalIter);
-  const valLoss = calcLossLoader(valLoader, model, evalIter);
+  const trainLoss = await calcLossLoader(trainLoader, model, evalIter);
+  const valLoss = await calcLossLoader(valLoader, model, evalIter);
   model.train(wasTraining);
   return { ...at, trainLoss, valLoss };
 }
 
 /** The book's generate_and_print_sample: greedy continuation on one line. */
-export function sampleText(model: GPTModel, startContext: string, maxNewTokens = 50): string {
+export async function sampleText(
+  model: GPTModel,
+  startContext: string,
+  maxNewTokens = 50,
+): Promise<string> {
   const prompt = encode(startContext);
-  const ids = generate(model, prompt, { maxNewTokens, temperature: 0 });
+  const ids = await generate(model, prompt, { maxNewTokens, temperature: 0 });
   return decode([...prompt, ...ids]).replaceAll("\n", " ");
 }
 
