@@ -1,0 +1,578 @@
+/**
+ * Our GPT against the PyTorch reference on the same machine: a training step, or greedy
+ * generation with a key/value cache.
+ *
+ *   deno task bench [--config tiny|gpt-124m-book] [--mode train|generate] [--steps N]
+ *        [--warmup N] [--new-tokens N] [--json] [--help]
+ *
+ * Two long-lived worker processes, driven over stdin/stdout one line at a time: ours (this file
+ * under `deno run --worker`) and the peer (`/usr/bin/python3 bench/torch_peer.py`, the model of
+ * bench/torch_step.py, `torch.set_num_threads(cores)`). After warm-up they take turns, one step
+ * each (the first alternates), so that a busy machine slows both alike; figures are medians.
+ * Peak memory is each worker's VmHWM (peak resident set) from /proc/<pid>/status.
+ *
+ * train: forward, cross-entropy, backward and AdamW (lr 4e-4, weight decay 0.1, no clipping)
+ * with dropout 0.1 on a fixed random int32 batch. `tiny` is lib/config.ts's gpt-tiny (vocab
+ * 50257, context 128, emb 128, 2 layers, 4 heads) with batch 4; `gpt-124m-book` is
+ * GPT_CONFIG_124M (context 256) with batch 2.
+ * generate: a gpt2-small-shaped model (random weights, seed 123, qkv bias, no dropout), a
+ * 4-token prompt, `--new-tokens` greedy tokens (default 256) with the KV cache: lib/generate.ts
+ * against a cached GPT-2 forward in torch_peer.py. One step = one whole generation.
+ *
+ * Without torch the peer is reported missing and ours is measured alone (ratio null).
+ * Not a test.
+ * @module
+ */
+import { parseArgs } from "node:util";
+import * as tf from "@tensorflow/tfjs";
+import { initBackend } from "../lib/backend.ts";
+import { type GPTConfig, PRESETS, resolveConfig } from "../lib/config.ts";
+import { UserError } from "../lib/errors.ts";
+import { generate } from "../lib/generate.ts";
+import { GPTModel } from "../lib/model.ts";
+import { AdamW } from "../lib/train/adamw.ts";
+import { trainStep } from "../lib/train/train.ts";
+
+/** The Debian interpreter that has torch (the `python3` on PATH may not). */
+export const TORCH_PYTHON = "/usr/bin/python3";
+/** "Every effort moves you" in GPT-2 BPE: the generation prompt. */
+export const PROMPT_IDS = [6109, 3626, 6100, 345];
+const LR = 4e-4, WEIGHT_DECAY = 0.1;
+/** Tokens of each warm-up generation (enough to compile every kernel path). */
+const GENERATE_WARMUP_TOKENS = 16;
+
+/** Benchmark configs: a preset of lib/config.ts and the batch size. */
+export const BENCH_CONFIGS = {
+  "tiny": { preset: "gpt-tiny", batch: 4, steps: 10, warmup: 2 },
+  "gpt-124m-book": { preset: "gpt-124m-book", batch: 2, steps: 3, warmup: 1 },
+} as const;
+export type BenchConfigName = keyof typeof BENCH_CONFIGS;
+export const BENCH_MODES = ["train", "generate"] as const;
+export type BenchMode = typeof BENCH_MODES[number];
+/** Defaults of generate mode (the --config flag does not apply: the model is gpt2-small's shape). */
+export const GENERATE_DEFAULTS = { steps: 3, warmup: 1, newTokens: 256 } as const;
+
+/** The parsed command line. */
+export interface BenchOptions {
+  config: BenchConfigName;
+  mode: BenchMode;
+  /** Timed steps of each side (train: optimizer steps; generate: whole generations). */
+  steps: number;
+  /** Untimed steps of each side first. */
+  warmup: number;
+  /** New tokens per generation (generate mode). */
+  newTokens: number;
+  json: boolean;
+  help: boolean;
+}
+
+export const USAGE =
+  "usage: deno task bench [--config tiny|gpt-124m-book] [--mode train|generate] [--steps N] " +
+  "[--warmup N] [--new-tokens N] [--json] [--help]\n" +
+  "  train (default): ms/step of our training step vs PyTorch's, alternating after warm-up\n" +
+  "    --config tiny (default; steps 10, warmup 2) or gpt-124m-book (steps 3, warmup 1)\n" +
+  "  generate: greedy tokens/s with a KV cache, gpt2-small shape, 256 new tokens (--new-tokens);\n" +
+  "    steps 3, warmup 1 (warm-up generations are 16 tokens)\n" +
+  `  --json: one JSON line. The peer is ${TORCH_PYTHON} with torch; without it ours runs alone.`;
+
+/** Parses the command line; bad input throws UserError. */
+export function parseBenchArgs(argv: string[]): BenchOptions {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        config: { type: "string" },
+        mode: { type: "string" },
+        steps: { type: "string" },
+        warmup: { type: "string" },
+        "new-tokens": { type: "string" },
+        json: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }));
+  } catch (err) {
+    // node:util's messages for unknown flags or missing values, on one line.
+    throw new UserError(String(err instanceof Error ? err.message : err).split("\n")[0]);
+  }
+  const config = (values.config === "gpt-tiny" ? "tiny" : values.config ?? "tiny") as string;
+  if (!(config in BENCH_CONFIGS)) {
+    throw new UserError(
+      `unknown --config "${config}"; valid: ${Object.keys(BENCH_CONFIGS).join(", ")}`,
+    );
+  }
+  const mode = values.mode ?? "train";
+  if (!(BENCH_MODES as readonly string[]).includes(mode)) {
+    throw new UserError(`unknown --mode "${mode}"; valid: ${BENCH_MODES.join(", ")}`);
+  }
+  const defaults = mode === "generate"
+    ? GENERATE_DEFAULTS
+    : { ...BENCH_CONFIGS[config as BenchConfigName], newTokens: GENERATE_DEFAULTS.newTokens };
+  const int = (flag: string, s: string | undefined, fallback: number, min: number) => {
+    if (s === undefined) return fallback;
+    const n = Number(s);
+    if (!Number.isInteger(n) || n < min) {
+      throw new UserError(`--${flag} must be an integer >= ${min} (got "${s}")`);
+    }
+    return n;
+  };
+  const newTokens = int("new-tokens", values["new-tokens"], defaults.newTokens, 1);
+  const maxNew = PRESETS["gpt2-small"].contextLength - PROMPT_IDS.length;
+  if (newTokens > maxNew) {
+    throw new UserError(`--new-tokens must be at most ${maxNew} (the context minus the prompt)`);
+  }
+  return {
+    config: config as BenchConfigName,
+    mode: mode as BenchMode,
+    steps: int("steps", values.steps, defaults.steps, 1),
+    warmup: int("warmup", values.warmup, defaults.warmup, 0),
+    newTokens,
+    json: values.json ?? false,
+    help: values.help ?? false,
+  };
+}
+
+/** The model each side builds, and the tokens one step processes. */
+export interface BenchWorkload {
+  model: GPTConfig;
+  /** Sequences per batch (train) or 1 (generate). */
+  batch: number;
+  /** Tokens per timed step: batch x context (train) or new tokens (generate). */
+  tokensPerStep: number;
+}
+
+/** The model and batch of a run. */
+export function workload(o: BenchOptions): BenchWorkload {
+  if (o.mode === "generate") {
+    // gpt2-small as OpenAI's checkpoints load it (qkv bias on); dropout off for inference.
+    const model = resolveConfig("gpt2-small", { qkvBias: true, dropRate: 0 });
+    return { model, batch: 1, tokensPerStep: o.newTokens };
+  }
+  const c = BENCH_CONFIGS[o.config];
+  const model = resolveConfig(c.preset, { dropRate: 0.1 });
+  return { model, batch: c.batch, tokensPerStep: c.batch * model.contextLength };
+}
+
+/** Where the run happened. */
+export interface MachineInfo {
+  cores: number;
+  cpuModel: string;
+  memGiB: number;
+  os: string;
+  deno: string;
+  tfjs: string;
+}
+
+/** Cores, CPU model and memory from /proc (Linux); "unknown" elsewhere. */
+export function machineInfo(): MachineInfo {
+  const read = (p: string) => {
+    try {
+      return Deno.readTextFileSync(p);
+    } catch {
+      return "";
+    }
+  };
+  const cpuinfo = read("/proc/cpuinfo");
+  const cpuModel = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1].trim() ?? "unknown";
+  const processors = (cpuinfo.match(/^processor\s*:/gm) ?? []).length;
+  const memKb = Number(/^MemTotal:\s+(\d+) kB/m.exec(read("/proc/meminfo"))?.[1] ?? NaN);
+  return {
+    cores: processors || navigator.hardwareConcurrency,
+    cpuModel,
+    memGiB: Math.round((memKb / 2 ** 20) * 10) / 10,
+    os: `${Deno.build.os} ${Deno.build.arch}`,
+    deno: Deno.version.deno,
+    tfjs: tf.version_core,
+  };
+}
+
+/** One side's figures. */
+export interface SideResult {
+  msPerStep: number[];
+  /** Median ms per step. */
+  medianMs: number;
+  tokensPerSec: number;
+  peakRssMB: number;
+  /** What ran: backend, or torch version and threads. */
+  detail: string;
+}
+
+/** Everything a run reports; `toJsonSummary` flattens it to the --json line. */
+export interface BenchResult {
+  options: BenchOptions;
+  workload: BenchWorkload;
+  machine: MachineInfo;
+  ours: SideResult;
+  /** Null when torch is not available. */
+  torch: SideResult | null;
+  /** Why the peer is missing (when torch is null). */
+  peerMissing?: string;
+}
+
+/** The --json line's object. */
+export interface BenchJson {
+  mode: BenchMode;
+  /** The bench config (train) or "gpt2-small" (generate). */
+  config: string;
+  model: GPTConfig;
+  batch: number;
+  tokensPerStep: number;
+  steps: number;
+  warmup: number;
+  newTokens: number | null;
+  oursMsPerStep: number;
+  torchMsPerStep: number | null;
+  /** ours / torch time per step (below 1: ours is faster); null without the peer. */
+  ratio: number | null;
+  oursTokensPerSec: number;
+  torchTokensPerSec: number | null;
+  oursPeakRssMB: number;
+  torchPeakRssMB: number | null;
+  oursMs: number[];
+  torchMs: number[] | null;
+  ours: string;
+  peer: string | null;
+  peerMissing: string | null;
+  machine: MachineInfo;
+}
+
+const round = (x: number, digits = 1) => Math.round(x * 10 ** digits) / 10 ** digits;
+
+/** The flat summary printed by --json. */
+export function toJsonSummary(r: BenchResult): BenchJson {
+  const { options: o, workload: w, ours, torch } = r;
+  return {
+    mode: o.mode,
+    config: o.mode === "generate" ? "gpt2-small" : o.config,
+    model: w.model,
+    batch: w.batch,
+    tokensPerStep: w.tokensPerStep,
+    steps: o.steps,
+    warmup: o.warmup,
+    newTokens: o.mode === "generate" ? o.newTokens : null,
+    oursMsPerStep: round(ours.medianMs),
+    torchMsPerStep: torch ? round(torch.medianMs) : null,
+    ratio: torch ? round(ours.medianMs / torch.medianMs, 3) : null,
+    oursTokensPerSec: round(ours.tokensPerSec),
+    torchTokensPerSec: torch ? round(torch.tokensPerSec) : null,
+    oursPeakRssMB: Math.round(ours.peakRssMB),
+    torchPeakRssMB: torch ? Math.round(torch.peakRssMB) : null,
+    oursMs: ours.msPerStep.map((x) => round(x)),
+    torchMs: torch ? torch.msPerStep.map((x) => round(x)) : null,
+    ours: ours.detail,
+    peer: torch?.detail ?? null,
+    peerMissing: torch ? null : r.peerMissing ?? "torch not available",
+    machine: r.machine,
+  };
+}
+
+const fmt = (x: number, digits = 0) =>
+  x.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+
+/** A markdown table of the run, with the machine, for the README. */
+export function formatMarkdown(r: BenchResult): string {
+  const j = toJsonSummary(r), m = r.machine;
+  const what = j.mode === "generate"
+    ? `generate, gpt2-small shape, ${j.newTokens} new tokens (greedy, KV cache)`
+    : `train, ${j.config} (batch ${j.batch} x ${j.model.contextLength} tokens, AdamW, dropout 0.1)`;
+  const unit = j.mode === "generate" ? "ms/generation" : "ms/step";
+  const rows = [
+    `| ${what} | median ${unit} | tokens/s | peak RSS MB |`,
+    "|---|---:|---:|---:|",
+    `| ours (${j.ours}) | ${fmt(j.oursMsPerStep)} | ${fmt(j.oursTokensPerSec, 1)} | ${
+      fmt(j.oursPeakRssMB)
+    } |`,
+  ];
+  if (j.torchMsPerStep !== null) {
+    rows.push(
+      `| PyTorch (${j.peer}) | ${fmt(j.torchMsPerStep)} | ${fmt(j.torchTokensPerSec!, 1)} | ${
+        fmt(j.torchPeakRssMB!)
+      } |`,
+      `| ours / PyTorch | ${j.ratio!.toFixed(2)}x time | ${
+        (j.oursTokensPerSec / j.torchTokensPerSec!).toFixed(2)
+      }x tokens/s | ${(j.oursPeakRssMB / j.torchPeakRssMB!).toFixed(2)}x |`,
+    );
+  } else {
+    rows.push(`| PyTorch | missing: ${j.peerMissing} | | |`);
+  }
+  return [
+    ...rows,
+    "",
+    `Machine: ${m.cpuModel}, ${m.cores} cores, ${m.memGiB} GiB; ${m.os}, Deno ${m.deno}, ` +
+    `tfjs ${m.tfjs}. Medians of ${j.steps} alternating steps after ${j.warmup} warm-up.`,
+  ].join("\n");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Our worker: builds the model, then answers "step" / "gen N" lines with {"ms": ...}.
+
+async function ourWorker(o: BenchOptions): Promise<void> {
+  const info = await initBackend({ log: false });
+  const w = workload(o);
+  const model = new GPTModel(w.model, { seed: 123 });
+  let step: (() => Promise<Record<string, unknown>>) | undefined;
+  if (o.mode === "train") {
+    const optimizer = new AdamW(model.namedParameters(), { lr: LR, weightDecay: WEIGHT_DECAY });
+    const shape: [number, number] = [w.batch, w.model.contextLength];
+    const batch = {
+      inputs: tf.randomUniform(shape, 0, w.model.vocabSize, "int32", 1) as tf.Tensor2D,
+      targets: tf.randomUniform(shape, 0, w.model.vocabSize, "int32", 2) as tf.Tensor2D,
+    };
+    model.train();
+    step = async () => {
+      const { loss } = await trainStep(model, optimizer, batch, { lr: LR, maxGradNorm: null });
+      return { loss };
+    };
+  } else model.eval();
+  const out = (x: unknown) =>
+    Deno.stdout.writeSync(new TextEncoder().encode(JSON.stringify(x) + "\n"));
+  // "cpu (fast kernels: BLAS libopenblas.so.0, 2 threads; ...)": without the skipped backends.
+  const detail = `tfjs ${info.name} (${info.detail.replace(/\/\S*\//g, "")})`;
+  out({ ready: true, detail });
+  for await (
+    const line of Deno.stdin.readable.pipeThrough(new TextDecoderStream()).pipeThrough(lines())
+  ) {
+    const [cmd, arg] = line.trim().split(/\s+/);
+    if (cmd === "quit") break;
+    const t0 = performance.now();
+    let result: Record<string, unknown>;
+    if (cmd === "step" && step) result = await step();
+    else if (cmd === "gen") {
+      const ids = await generate(model, PROMPT_IDS, {
+        maxNewTokens: Number(arg),
+        temperature: 0,
+        useCache: true,
+      });
+      result = { tokens: ids.length, ids: ids.slice(0, 8) };
+    } else {
+      out({ error: `unknown command ${cmd}` });
+      continue;
+    }
+    out({ ms: performance.now() - t0, ...result });
+  }
+}
+
+function lines(): TransformStream<string, string> {
+  let buf = "";
+  return new TransformStream({
+    transform(chunk, ctl) {
+      buf += chunk;
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        ctl.enqueue(buf.slice(0, i));
+        buf = buf.slice(i + 1);
+      }
+    },
+    flush(ctl) {
+      if (buf) ctl.enqueue(buf);
+    },
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parent: starts the workers one after the other, alternates their steps, reads their VmHWM.
+
+class Worker {
+  readonly #proc: Deno.ChildProcess;
+  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #reader: ReadableStreamDefaultReader<string>;
+  detail = "";
+
+  constructor(readonly name: string, cmd: string, args: string[]) {
+    this.#proc = new Deno.Command(cmd, {
+      args,
+      // The repository root, where deno.json is, whatever the caller's folder.
+      cwd: new URL("..", import.meta.url).pathname,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    this.#writer = this.#proc.stdin.getWriter();
+    this.#reader = this.#proc.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(lines())
+      .getReader();
+  }
+
+  async read<T>(): Promise<T> {
+    const { value, done } = await this.#reader.read();
+    if (done) throw new Error(`the ${this.name} worker exited early`);
+    return JSON.parse(value) as T;
+  }
+
+  /** Sends one command and returns its time in ms. */
+  async run(command: string): Promise<number> {
+    await this.#writer.write(new TextEncoder().encode(command + "\n"));
+    const reply = await this.read<{ ms?: number; error?: string }>();
+    if (reply.ms === undefined) throw new Error(`${this.name} worker: ${reply.error}`);
+    return reply.ms;
+  }
+
+  /** Peak resident set of the worker process in MB (VmHWM), read while it is alive. */
+  peakRssMB(): number {
+    const status = Deno.readTextFileSync(`/proc/${this.#proc.pid}/status`);
+    const m = /^VmHWM:\s+(\d+) kB/m.exec(status);
+    return m ? Number(m[1]) / 1024 : NaN;
+  }
+
+  async quit(): Promise<void> {
+    await this.#writer.write(new TextEncoder().encode("quit\n"));
+    await this.#writer.close();
+    await this.#proc.status;
+    await this.#reader.cancel();
+  }
+}
+
+/** Why torch cannot be used, or null when `/usr/bin/python3 -c "import torch"` works. */
+export async function torchMissing(): Promise<string | null> {
+  try {
+    const r = await new Deno.Command(TORCH_PYTHON, {
+      args: ["-c", "import torch"],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (r.success) return null;
+    const err = new TextDecoder().decode(r.stderr).trim().split("\n").pop();
+    return `${TORCH_PYTHON} -c "import torch" failed: ${err}`;
+  } catch (err) {
+    return `${TORCH_PYTHON} cannot run: ${err instanceof Error ? err.message : err}`;
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b), m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+function torchArgs(o: BenchOptions, w: BenchWorkload, threads: number): string[] {
+  const c = w.model;
+  return [
+    new URL("./torch_peer.py", import.meta.url).pathname,
+    "--mode",
+    o.mode,
+    "--prompt",
+    PROMPT_IDS.join(","),
+    "--vocab",
+    `${c.vocabSize}`,
+    "--ctx",
+    `${c.contextLength}`,
+    "--emb",
+    `${c.embDim}`,
+    "--layers",
+    `${c.nLayers}`,
+    "--heads",
+    `${c.nHeads}`,
+    "--batch",
+    `${w.batch}`,
+    "--drop",
+    `${c.dropRate}`,
+    "--threads",
+    `${threads}`,
+    ...(c.qkvBias ? ["--qkv-bias"] : []),
+  ];
+}
+
+/** Runs the comparison (see the module comment); `log` gets progress lines. */
+export async function runBench(
+  o: BenchOptions,
+  log: (line: string) => void = (l) => console.error(l),
+): Promise<BenchResult> {
+  const w = workload(o), machine = machineInfo();
+  const peerMissing = await torchMissing();
+  const workers: Worker[] = [];
+  try {
+    // One at a time: building both at once would only slow both.
+    log(`starting ours (${o.mode}) ...`);
+    const ours = new Worker("ours", Deno.execPath(), [
+      "run",
+      "-A",
+      new URL(import.meta.url).pathname,
+      "--worker",
+      JSON.stringify(o),
+    ]);
+    workers.push(ours);
+    ours.detail = (await ours.read<{ detail: string }>()).detail;
+    if (peerMissing) log(`PyTorch peer missing (${peerMissing}): measuring ours alone`);
+    else {
+      log(`starting PyTorch (${machine.cores} threads) ...`);
+      const peer = new Worker("torch", TORCH_PYTHON, torchArgs(o, w, machine.cores));
+      workers.push(peer);
+      const ready = await peer.read<{ torch: string; threads: number }>();
+      peer.detail = `torch ${ready.torch}, ${ready.threads} threads`;
+    }
+    const command = (warm: boolean) =>
+      o.mode === "train"
+        ? "step"
+        : `gen ${warm ? Math.min(GENERATE_WARMUP_TOKENS, o.newTokens) : o.newTokens}`;
+    for (let i = 0; i < o.warmup; i++) {
+      for (const wk of workers) {
+        const ms = await wk.run(command(true));
+        log(`  warm-up ${i + 1}/${o.warmup} ${wk.name}: ${ms.toFixed(0)} ms`);
+      }
+    }
+    const times = new Map<Worker, number[]>(workers.map((wk) => [wk, []]));
+    for (let i = 0; i < o.steps; i++) {
+      // Alternate which side goes first, so neither always runs right after the other.
+      const order = i % 2 ? [...workers].reverse() : workers;
+      for (const wk of order) {
+        const ms = await wk.run(command(false));
+        times.get(wk)!.push(ms);
+        log(`  step ${i + 1}/${o.steps} ${wk.name}: ${ms.toFixed(0)} ms`);
+      }
+    }
+    const side = (wk: Worker): SideResult => {
+      const ms = times.get(wk)!, med = median(ms);
+      return {
+        msPerStep: ms,
+        medianMs: med,
+        tokensPerSec: w.tokensPerStep / (med / 1000),
+        peakRssMB: wk.peakRssMB(),
+        detail: wk.detail,
+      };
+    };
+    const result: BenchResult = {
+      options: o,
+      workload: w,
+      machine,
+      ours: side(workers[0]),
+      torch: workers[1] ? side(workers[1]) : null,
+    };
+    if (peerMissing) result.peerMissing = peerMissing;
+    return result;
+  } finally {
+    for (const wk of workers) await wk.quit().catch(() => {});
+  }
+}
+
+if (import.meta.main) {
+  const workerAt = Deno.args.indexOf("--worker");
+  if (workerAt >= 0) {
+    await ourWorker(JSON.parse(Deno.args[workerAt + 1]) as BenchOptions);
+  } else {
+    try {
+      const o = parseBenchArgs(Deno.args);
+      if (o.help) console.log(USAGE);
+      else {
+        const r = await runBench(o);
+        if (o.json) console.log(JSON.stringify(toJsonSummary(r)));
+        else {
+          const j = toJsonSummary(r);
+          console.log(
+            j.ratio === null
+              ? `ours ${fmt(j.oursMsPerStep)} ms/step; PyTorch peer missing (${j.peerMissing})`
+              : `ours ${fmt(j.oursMsPerStep)} ms vs PyTorch ${fmt(j.torchMsPerStep!)} ms ` +
+                `per ${j.mode === "generate" ? "generation" : "step"}: ours/torch ${
+                  j.ratio.toFixed(2)
+                }x time`,
+          );
+          console.log("");
+          console.log(formatMarkdown(r));
+        }
+      }
+    } catch (err) {
+      if (!(err instanceof UserError)) throw err;
+      console.error(`error: ${err.message}`);
+      Deno.exit(1);
+    }
+  }
+}
