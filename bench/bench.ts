@@ -19,7 +19,8 @@
  * 4-token prompt, `--new-tokens` greedy tokens (default 256) with the KV cache: lib/generate.ts
  * against a cached GPT-2 forward in torch_peer.py. One step = one whole generation.
  *
- * Without torch the peer is reported missing and ours is measured alone (ratio null).
+ * Without torch the peer is reported missing and ours is measured alone (ratio null). The env
+ * variable BENCH_PYTHON names another interpreter for the peer.
  * Not a test.
  * @module
  */
@@ -33,11 +34,13 @@ import { GPTModel } from "../lib/model.ts";
 import { AdamW } from "../lib/train/adamw.ts";
 import { trainStep } from "../lib/train/train.ts";
 
-/** The Debian interpreter that has torch (the `python3` on PATH may not). */
-export const TORCH_PYTHON = "/usr/bin/python3";
+/** The Debian interpreter that has torch (the `python3` on PATH may not); env BENCH_PYTHON overrides. */
+export const TORCH_PYTHON = Deno.env.get("BENCH_PYTHON") || "/usr/bin/python3";
 /** "Every effort moves you" in GPT-2 BPE: the generation prompt. */
 export const PROMPT_IDS = [6109, 3626, 6100, 345];
 const LR = 4e-4, WEIGHT_DECAY = 0.1;
+/** A 1-minute load average above this at the start means others are using the cores. */
+const BUSY_LOAD = 0.5;
 /** Tokens of each warm-up generation (enough to compile every kernel path). */
 const GENERATE_WARMUP_TOKENS = 16;
 
@@ -62,17 +65,20 @@ export interface BenchOptions {
   warmup: number;
   /** New tokens per generation (generate mode). */
   newTokens: number;
+  /** torch.set_num_threads of the peer; null: the number of cores. */
+  torchThreads: number | null;
   json: boolean;
   help: boolean;
 }
 
 export const USAGE =
   "usage: deno task bench [--config tiny|gpt-124m-book] [--mode train|generate] [--steps N] " +
-  "[--warmup N] [--new-tokens N] [--json] [--help]\n" +
+  "[--warmup N] [--new-tokens N] [--torch-threads N] [--json] [--help]\n" +
   "  train (default): ms/step of our training step vs PyTorch's, alternating after warm-up\n" +
   "    --config tiny (default; steps 10, warmup 2) or gpt-124m-book (steps 3, warmup 1)\n" +
   "  generate: greedy tokens/s with a KV cache, gpt2-small shape, 256 new tokens (--new-tokens);\n" +
   "    steps 3, warmup 1 (warm-up generations are 16 tokens)\n" +
+  `  --torch-threads: torch.set_num_threads of the peer (default: the number of cores)\n` +
   `  --json: one JSON line. The peer is ${TORCH_PYTHON} with torch; without it ours runs alone.`;
 
 /** Parses the command line; bad input throws UserError. */
@@ -89,6 +95,7 @@ export function parseBenchArgs(argv: string[]): BenchOptions {
         steps: { type: "string" },
         warmup: { type: "string" },
         "new-tokens": { type: "string" },
+        "torch-threads": { type: "string" },
         json: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -129,6 +136,9 @@ export function parseBenchArgs(argv: string[]): BenchOptions {
     steps: int("steps", values.steps, defaults.steps, 1),
     warmup: int("warmup", values.warmup, defaults.warmup, 0),
     newTokens,
+    torchThreads: values["torch-threads"] === undefined
+      ? null
+      : int("torch-threads", values["torch-threads"], 0, 1),
     json: values.json ?? false,
     help: values.help ?? false,
   };
@@ -158,6 +168,8 @@ export function workload(o: BenchOptions): BenchWorkload {
 /** Where the run happened. */
 export interface MachineInfo {
   cores: number;
+  /** 1-minute load averages at the start and the end: above ~0.5 at the start, others were busy. */
+  loadAvg: [number, number];
   cpuModel: string;
   memGiB: number;
   os: string;
@@ -178,14 +190,25 @@ export function machineInfo(): MachineInfo {
   const cpuModel = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1].trim() ?? "unknown";
   const processors = (cpuinfo.match(/^processor\s*:/gm) ?? []).length;
   const memKb = Number(/^MemTotal:\s+(\d+) kB/m.exec(read("/proc/meminfo"))?.[1] ?? NaN);
+  const load = loadAverage();
   return {
     cores: processors || navigator.hardwareConcurrency,
+    loadAvg: [load, load],
     cpuModel,
     memGiB: Math.round((memKb / 2 ** 20) * 10) / 10,
     os: `${Deno.build.os} ${Deno.build.arch}`,
     deno: Deno.version.deno,
     tfjs: tf.version_core,
   };
+}
+
+/** The 1-minute load average (NaN where /proc/loadavg is missing). */
+export function loadAverage(): number {
+  try {
+    return Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
+  } catch {
+    return NaN;
+  }
 }
 
 /** One side's figures. */
@@ -301,7 +324,10 @@ export function formatMarkdown(r: BenchResult): string {
     ...rows,
     "",
     `Machine: ${m.cpuModel}, ${m.cores} cores, ${m.memGiB} GiB; ${m.os}, Deno ${m.deno}, ` +
-    `tfjs ${m.tfjs}. Medians of ${j.steps} alternating steps after ${j.warmup} warm-up.`,
+    `tfjs ${m.tfjs}. Medians of ${j.steps} ${
+      j.ratio === null ? "" : "alternating "
+    }steps after ${j.warmup} warm-up; ` +
+    `load average ${m.loadAvg[0]} at the start.`,
   ].join("\n");
 }
 
@@ -494,8 +520,9 @@ export async function runBench(
     ours.detail = (await ours.read<{ detail: string }>()).detail;
     if (peerMissing) log(`PyTorch peer missing (${peerMissing}): measuring ours alone`);
     else {
-      log(`starting PyTorch (${machine.cores} threads) ...`);
-      const peer = new Worker("torch", TORCH_PYTHON, torchArgs(o, w, machine.cores));
+      const threads = o.torchThreads ?? machine.cores;
+      log(`starting PyTorch (${threads} threads) ...`);
+      const peer = new Worker("torch", TORCH_PYTHON, torchArgs(o, w, threads));
       workers.push(peer);
       const ready = await peer.read<{ torch: string; threads: number }>();
       peer.detail = `torch ${ready.torch}, ${ready.threads} threads`;
@@ -520,6 +547,7 @@ export async function runBench(
         log(`  step ${i + 1}/${o.steps} ${wk.name}: ${ms.toFixed(0)} ms`);
       }
     }
+    machine.loadAvg[1] = loadAverage();
     const side = (wk: Worker): SideResult => {
       const ms = times.get(wk)!, med = median(ms);
       return {
@@ -565,6 +593,13 @@ if (import.meta.main) {
                   j.ratio.toFixed(2)
                 }x time`,
           );
+          if (j.machine.loadAvg[0] > BUSY_LOAD) {
+            console.log(
+              `warning: load average ${j.machine.loadAvg[0]} at the start: other work shares ` +
+                "the cores, and torch with several threads slows down far more than ours then " +
+                "(compare --torch-threads 1)",
+            );
+          }
           console.log("");
           console.log(formatMarkdown(r));
         }

@@ -116,6 +116,19 @@ export interface TrainResult extends TrainHistory {
   stopped: boolean;
 }
 
+/**
+ * The loss and the gradient of every trainable parameter, keyed by the book's parameter names
+ * (tf.variableGrads keys them by tfjs' internal variable names). The caller disposes both.
+ */
+export function gradsByName(
+  model: GPTModel,
+  loss: () => tf.Scalar,
+): { value: tf.Scalar; grads: Map<string, tf.Tensor> } {
+  const named = [...model.namedParameters()].filter(([, v]) => v.trainable);
+  const { value, grads } = tf.variableGrads(loss, named.map(([, v]) => v));
+  return { value, grads: new Map(named.map(([name, v]) => [name, grads[v.name]])) };
+}
+
 /** One step: loss, gradients of the trainable parameters, optional clipping, AdamW update. */
 export async function trainStep(
   model: GPTModel,
@@ -123,10 +136,9 @@ export async function trainStep(
   batch: Batch,
   { lr, maxGradNorm = null }: { lr: number; maxGradNorm?: number | null },
 ): Promise<{ loss: number; gradNorm: number }> {
-  const vars = [...model.namedParameters().values()].filter((v) => v.trainable);
-  const { value, grads } = tf.variableGrads(
+  const { value, grads } = gradsByName(
+    model,
     () => calcLossBatch(batch.inputs, batch.targets, model),
-    vars,
   );
   let gradNorm = NaN;
   let used = grads;
@@ -135,15 +147,9 @@ export async function trainStep(
     gradNorm = clipped.totalNorm;
     used = clipped.grads;
   }
-  // variableGrads keys by tfjs' internal variable names; the optimizer wants ours.
-  const byName = new Map<string, tf.Tensor>();
-  const nameOf = new Map(vars.map((v) => [v.name, v]));
-  for (const [name, v] of model.namedParameters()) {
-    if (nameOf.has(v.name) && used[v.name]) byName.set(name, used[v.name]);
-  }
-  optimizer.step(byName, lr);
+  optimizer.step(used, lr);
   const loss = (await value.data())[0];
-  tf.dispose([value, grads, used === grads ? [] : used]);
+  tf.dispose([value, [...grads.values()], used === grads ? [] : [...used.values()]]);
   return { loss, gradNorm };
 }
 
