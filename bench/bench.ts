@@ -39,8 +39,8 @@ export const TORCH_PYTHON = Deno.env.get("BENCH_PYTHON") || "/usr/bin/python3";
 /** "Every effort moves you" in GPT-2 BPE: the generation prompt. */
 export const PROMPT_IDS = [6109, 3626, 6100, 345];
 const LR = 4e-4, WEIGHT_DECAY = 0.1;
-/** A 1-minute load average above this at the start means others are using the cores. */
-const BUSY_LOAD = 0.5;
+/** Other processes using more than this share of all cores during the timed steps: a warning. */
+const BUSY_OTHERS_PCT = 10;
 /** Tokens of each warm-up generation (enough to compile every kernel path). */
 const GENERATE_WARMUP_TOKENS = 16;
 
@@ -168,8 +168,13 @@ export function workload(o: BenchOptions): BenchWorkload {
 /** Where the run happened. */
 export interface MachineInfo {
   cores: number;
-  /** 1-minute load averages at the start and the end: above ~0.5 at the start, others were busy. */
+  /** 1-minute load averages at the start and the end. */
   loadAvg: [number, number];
+  /**
+   * CPU time of other processes during the timed steps, in % of all cores (/proc/stat's busy
+   * time minus the bench's own processes): above a few %, others slowed the figures.
+   */
+  otherCpuPct: number | null;
   cpuModel: string;
   memGiB: number;
   os: string;
@@ -194,6 +199,7 @@ export function machineInfo(): MachineInfo {
   return {
     cores: processors || navigator.hardwareConcurrency,
     loadAvg: [load, load],
+    otherCpuPct: null,
     cpuModel,
     memGiB: Math.round((memKb / 2 ** 20) * 10) / 10,
     os: `${Deno.build.os} ${Deno.build.arch}`,
@@ -327,7 +333,9 @@ export function formatMarkdown(r: BenchResult): string {
     `tfjs ${m.tfjs}. Medians of ${j.steps} ${
       j.ratio === null ? "" : "alternating "
     }steps after ${j.warmup} warm-up; ` +
-    `load average ${m.loadAvg[0]} at the start.`,
+    `other processes used ${
+      m.otherCpuPct === null ? "?" : m.otherCpuPct.toFixed(0)
+    }% of the cores meanwhile.`,
   ].join("\n");
 }
 
@@ -435,6 +443,11 @@ class Worker {
   }
 
   /** Peak resident set of the worker process in MB (VmHWM), read while it is alive. */
+  /** CPU time of the worker process (all threads) in clock ticks. */
+  cpuTicks(): number {
+    return processTicks(`/proc/${this.#proc.pid}/stat`);
+  }
+
   peakRssMB(): number {
     const status = Deno.readTextFileSync(`/proc/${this.#proc.pid}/status`);
     const m = /^VmHWM:\s+(\d+) kB/m.exec(status);
@@ -462,6 +475,30 @@ export async function torchMissing(): Promise<string | null> {
     return `${TORCH_PYTHON} -c "import torch" failed: ${err}`;
   } catch (err) {
     return `${TORCH_PYTHON} cannot run: ${err instanceof Error ? err.message : err}`;
+  }
+}
+
+/** utime + stime of a process from /proc/<pid>/stat, in clock ticks (NaN off Linux). */
+function processTicks(path: string): number {
+  try {
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    const stat = Deno.readTextFileSync(path);
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(f[11]) + Number(f[12]);
+  } catch {
+    return NaN;
+  }
+}
+
+/** Busy and total clock ticks of all cores from /proc/stat. */
+function machineTicks(): { busy: number; total: number } {
+  try {
+    const f = Deno.readTextFileSync("/proc/stat").split("\n")[0].trim().split(/\s+/).slice(1)
+      .map(Number);
+    const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+    return { busy: total - f[3] - f[4], total }; // minus idle and iowait
+  } catch {
+    return { busy: NaN, total: NaN };
   }
 }
 
@@ -538,6 +575,9 @@ export async function runBench(
       }
     }
     const times = new Map<Worker, number[]>(workers.map((wk) => [wk, []]));
+    const ownTicks = () =>
+      workers.reduce((sum, wk) => sum + wk.cpuTicks(), processTicks("/proc/self/stat"));
+    const own0 = ownTicks(), m0 = machineTicks();
     for (let i = 0; i < o.steps; i++) {
       // Alternate which side goes first, so neither always runs right after the other.
       const order = i % 2 ? [...workers].reverse() : workers;
@@ -548,6 +588,11 @@ export async function runBench(
       }
     }
     machine.loadAvg[1] = loadAverage();
+    const own1 = ownTicks(), m1 = machineTicks();
+    const others = (m1.busy - m0.busy - (own1 - own0)) / (m1.total - m0.total);
+    machine.otherCpuPct = Number.isFinite(others)
+      ? Math.round(Math.max(0, others) * 1000) / 10
+      : null;
     const side = (wk: Worker): SideResult => {
       const ms = times.get(wk)!, med = median(ms);
       return {
@@ -593,11 +638,12 @@ if (import.meta.main) {
                   j.ratio.toFixed(2)
                 }x time`,
           );
-          if (j.machine.loadAvg[0] > BUSY_LOAD) {
+          const others = j.machine.otherCpuPct;
+          if (others !== null && others > BUSY_OTHERS_PCT) {
             console.log(
-              `warning: load average ${j.machine.loadAvg[0]} at the start: other work shares ` +
-                "the cores, and torch with several threads slows down far more than ours then " +
-                "(compare --torch-threads 1)",
+              `warning: other processes used ${others}% of the cores during the timed steps; ` +
+                "torch with several threads slows down far more than ours then " +
+                "(compare --torch-threads 1, or rerun on an idle machine)",
             );
           }
           console.log("");

@@ -75,6 +75,7 @@ function fakeResult(withTorch: boolean): BenchResult {
     machine: {
       cores: 2,
       loadAvg: [0.1, 0.2],
+      otherCpuPct: 1,
       cpuModel: "Test CPU",
       memGiB: 24,
       os: "linux x86_64",

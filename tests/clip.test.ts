@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
-import { clipGradNorm, clipGradNormAsync, globalNorm } from "../lib/train/clip.ts";
+import {
+  clipGradNorm,
+  clipGradNormAsync,
+  clipGradNormInPlace,
+  globalNorm,
+} from "../lib/train/clip.ts";
 import { assertAllClose, readFixtureJson } from "./fixtures.ts";
 
 await tf.setBackend("cpu");
@@ -88,4 +93,22 @@ Deno.test("clipGradNorm() rejects a non-positive maxNorm", () => {
   const g = { a: tf.tensor1d([1]) };
   assert.throws(() => clipGradNorm(g, 0), /maxNorm must be positive/);
   g.a.dispose();
+});
+
+Deno.test("clipGradNormInPlace() gives clipGradNorm's values and norm, replacing and freeing the originals", async () => {
+  const make = () => new Map([["a", tf.tensor1d([3, 0])], ["b", tf.tensor1d([0, 4])]]);
+  const ref = make();
+  const { grads: want, totalNorm } = clipGradNorm(ref, 1.0);
+  const mine = make();
+  const before = tf.memory().numTensors;
+  const norm = await clipGradNormInPlace(mine, 1.0);
+  assert.equal(norm, totalNorm);
+  assert.equal(tf.memory().numTensors, before, "originals freed, copies kept");
+  for (const [k, t] of want) assert.deepEqual(mine.get(k)!.dataSync(), t.dataSync());
+  // Below the limit nothing changes (coefficient clamped to 1): the same tensors stay.
+  const small = new Map([["w", tf.tensor1d([0.3, 0.4])]]);
+  const w = small.get("w")!;
+  await clipGradNormInPlace(small, 1.0);
+  assert.equal(small.get("w"), w);
+  tf.dispose([...ref.values(), ...want.values(), ...mine.values(), w]);
 });

@@ -8,7 +8,7 @@ import type { GPTModel } from "../model.ts";
 import { decode, encode } from "../tokenizer.ts";
 import { generate } from "../generate.ts";
 import type { AdamW } from "./adamw.ts";
-import { clipGradNormAsync } from "./clip.ts";
+import { clipGradNormInPlace } from "./clip.ts";
 import { type Batch, calcLossBatch, calcLossLoader, type DataLoader } from "./loss.ts";
 import { lrAt } from "./schedule.ts";
 
@@ -140,16 +140,10 @@ export async function trainStep(
     model,
     () => calcLossBatch(batch.inputs, batch.targets, model),
   );
-  let gradNorm = NaN;
-  let used = grads;
-  if (maxGradNorm !== null) {
-    const clipped = await clipGradNormAsync(grads, maxGradNorm);
-    gradNorm = clipped.totalNorm;
-    used = clipped.grads;
-  }
-  optimizer.step(used, lr);
+  const gradNorm = maxGradNorm === null ? NaN : await clipGradNormInPlace(grads, maxGradNorm);
+  optimizer.step(grads, lr);
   const loss = (await value.data())[0];
-  tf.dispose([value, [...grads.values()], used === grads ? [] : [...used.values()]]);
+  tf.dispose([value, [...grads.values()]]);
   return { loss, gradNorm };
 }
 
