@@ -1,22 +1,8 @@
 /** `llm evaluate` (chapter 7.8): a fake Ollama judge, and the offline fallback when unreachable. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { main } from "../lib/cli.ts";
+import { cli } from "./cli_helpers.ts";
 import { chatUrl } from "../lib/cli/evaluate.ts";
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [], err: string[] = [];
-  const { log, error } = console;
-  console.log = (...a: unknown[]) => void out.push(a.join(" "));
-  console.error = (...a: unknown[]) => void err.push(a.join(" "));
-  try {
-    const code = await main(argv);
-    return { code, out: out.join("\n"), err: err.join("\n") };
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-}
 
 const ENTRIES = [
   { instruction: "Name a color.", input: "", output: "Blue.", model_response: "Blue." },

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { initBackend } from "../lib/backend.ts";
-import { main } from "../lib/cli.ts";
+import { cli } from "./cli_helpers.ts";
 import type { GPTConfig } from "../lib/config.ts";
 import { cachedPretrained, prepareInstructionData, splitSizes } from "../lib/finetune.ts";
 import { writeSafetensors } from "../lib/safetensors.ts";
@@ -12,21 +12,6 @@ import { paramsToTensors, saveCheckpoint } from "../lib/weights.ts";
 await initBackend({ log: false });
 
 const DATA = "data/instruction-data.json";
-
-/** Runs the CLI in this process; returns its exit code and what it printed. */
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [], err: string[] = [];
-  const { log, error } = console;
-  console.log = (...a: unknown[]) => void out.push(a.join(" "));
-  console.error = (...a: unknown[]) => void err.push(a.join(" "));
-  try {
-    const code = await main(argv);
-    return { code, out: out.join("\n"), err: err.join("\n") };
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-}
 
 /** A tiny GPT-2-layout checkpoint (the real vocabulary, so the GPT-2 tokenizer fits). */
 async function tinyCheckpoint(dir: string): Promise<GPTConfig> {

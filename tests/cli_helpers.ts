@@ -1,0 +1,24 @@
+/** Running `deno task llm ...` from tests: in this process (fast) or as a subprocess (real exit). */
+import { main } from "../lib/cli.ts";
+
+/** What a CLI run printed, and its exit code. */
+export interface CliResult {
+  code: number;
+  out: string;
+  err: string;
+}
+
+/** Runs the CLI in this process, capturing console.log / console.error. */
+export async function cli(...argv: string[]): Promise<CliResult> {
+  const out: string[] = [], err: string[] = [];
+  const { log, error } = console;
+  console.log = (...a: unknown[]) => void out.push(a.join(" "));
+  console.error = (...a: unknown[]) => void err.push(a.join(" "));
+  try {
+    const code = await main(argv);
+    return { code, out: out.join("\n"), err: err.join("\n") };
+  } finally {
+    console.log = log;
+    console.error = error;
+  }
+}
