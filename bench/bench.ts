@@ -3,13 +3,18 @@
  * generation with a key/value cache.
  *
  *   deno task bench [--config tiny|gpt-124m-book] [--mode train|generate] [--steps N]
- *        [--warmup N] [--new-tokens N] [--json] [--help]
+ *        [--warmup N] [--new-tokens N] [--torch-threads N] [--json] [--help]
  *
  * Two long-lived worker processes, driven over stdin/stdout one line at a time: ours (this file
- * under `deno run --worker`) and the peer (`/usr/bin/python3 bench/torch_peer.py`, the model of
- * bench/torch_step.py, `torch.set_num_threads(cores)`). After warm-up they take turns, one step
- * each (the first alternates), so that a busy machine slows both alike; figures are medians.
- * Peak memory is each worker's VmHWM (peak resident set) from /proc/<pid>/status.
+ * under `deno run --worker`) and the peer (`/usr/bin/python3 bench/torch_peer.py` with the model
+ * of bench/torch_step.py and `torch.set_num_threads(cores)`). After warm-up they take turns, one
+ * step each (the first alternates), so that a busy machine slows both alike; figures are
+ * medians. Peak memory is each worker's VmHWM (peak resident set) from /proc/<pid>/status. The
+ * share of the cores that other processes used during the timed steps is reported too.
+ *
+ * The peer runs with OMP_WAIT_POLICY=PASSIVE unless the variable is set: Debian's torch uses GNU
+ * OpenMP for its own threads and OpenBLAS's pthreads for matmuls, and OpenMP's default spinning
+ * starves OpenBLAS (measured on 2 cores: 3x slower generation, 1.3x slower training steps).
  *
  * train: forward, cross-entropy, backward and AdamW (lr 4e-4, weight decay 0.1, no clipping)
  * with dropout 0.1 on a fixed random int32 batch. `tiny` is lib/config.ts's gpt-tiny (vocab
@@ -414,9 +419,15 @@ class Worker {
   readonly #reader: ReadableStreamDefaultReader<string>;
   detail = "";
 
-  constructor(readonly name: string, cmd: string, args: string[]) {
+  constructor(
+    readonly name: string,
+    cmd: string,
+    args: string[],
+    env: Record<string, string> = {},
+  ) {
     this.#proc = new Deno.Command(cmd, {
       args,
+      env,
       // The repository root, where deno.json is, whatever the caller's folder.
       cwd: new URL("..", import.meta.url).pathname,
       stdin: "piped",
@@ -559,10 +570,15 @@ export async function runBench(
     else {
       const threads = o.torchThreads ?? machine.cores;
       log(`starting PyTorch (${threads} threads) ...`);
-      const peer = new Worker("torch", TORCH_PYTHON, torchArgs(o, w, threads));
+      // GNU OpenMP's threads spin after each parallel region by default and starve OpenBLAS's
+      // own threads: measured 3x slower generation and 1.3x slower training steps on 2 cores.
+      const ompWait = Deno.env.get("OMP_WAIT_POLICY") ?? "PASSIVE";
+      const peer = new Worker("torch", TORCH_PYTHON, torchArgs(o, w, threads), {
+        OMP_WAIT_POLICY: ompWait,
+      });
       workers.push(peer);
       const ready = await peer.read<{ torch: string; threads: number }>();
-      peer.detail = `torch ${ready.torch}, ${ready.threads} threads`;
+      peer.detail = `torch ${ready.torch}, ${ready.threads} threads, OMP_WAIT_POLICY=${ompWait}`;
     }
     const command = (warm: boolean) =>
       o.mode === "train"
@@ -641,9 +657,9 @@ if (import.meta.main) {
           const others = j.machine.otherCpuPct;
           if (others !== null && others > BUSY_OTHERS_PCT) {
             console.log(
-              `warning: other processes used ${others}% of the cores during the timed steps; ` +
-                "torch with several threads slows down far more than ours then " +
-                "(compare --torch-threads 1, or rerun on an idle machine)",
+              `warning: other processes used ${others}% of the cores during the timed steps: ` +
+                "both sides slowed down, torch's threads (OpenMP) far more than ours; " +
+                "rerun on an idle machine",
             );
           }
           console.log("");
