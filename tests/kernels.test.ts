@@ -72,7 +72,7 @@ Deno.test("LLM_FAST_KERNELS=0 leaves the stock kernels in place", () => {
   assert.ok(registerFastKernels({ force: true }).enabled);
 });
 
-Deno.test("BatchMatMul matches stock for 2-D..4-D, all transposes and broadcast batches", () => {
+Deno.test("BatchMatMul matches stock for 2-D..4-D, single rows, all transposes and broadcast batches", () => {
   const cases: [number[], number[]][] = [
     [[5, 7], [7, 3]],
     [[2, 5, 7], [2, 7, 3]],
@@ -83,6 +83,10 @@ Deno.test("BatchMatMul matches stock for 2-D..4-D, all transposes and broadcast 
     [[6, 7], [2, 3, 7, 4]],
     [[0, 7], [7, 3]],
     [[4, 0], [0, 3]],
+    // Single rows (generation with a KV cache) take the sgemv path.
+    [[1, 7], [7, 3]],
+    [[3, 1, 7], [3, 7, 5]],
+    [[2, 1, 7], [7, 5]],
   ];
   let seed = 1;
   for (const [sa, sb] of cases) {

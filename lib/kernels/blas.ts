@@ -50,6 +50,26 @@ const SGEMM = {
   nonblocking: false,
 } as const;
 
+/** cblas_sgemv: one row times a matrix is memory-bound, and sgemm's packing makes it 2-7x slower. */
+const SGEMV = {
+  parameters: [
+    "i32", // order
+    "i32", // trans
+    "i32", // M
+    "i32", // N
+    "f32", // alpha
+    "buffer", // A
+    "i32", // lda
+    "buffer", // X
+    "i32", // incX
+    "f32", // beta
+    "buffer", // Y
+    "i32", // incY
+  ],
+  result: "void",
+  nonblocking: false,
+} as const;
+
 /** A loaded BLAS. */
 export interface Blas {
   /** The library file that was opened. */
@@ -172,6 +192,13 @@ function wrap(
     // Not OpenBLAS: it manages its own threads.
   }
   const sgemm = lib.symbols.cblas_sgemm;
+  let sgemv: Deno.DynamicLibrary<{ cblas_sgemv: typeof SGEMV }>["symbols"]["cblas_sgemv"] | null =
+    null;
+  try {
+    sgemv = Deno.dlopen(path, { cblas_sgemv: SGEMV }).symbols.cblas_sgemv;
+  } catch {
+    // No sgemv symbol: single rows go through sgemm.
+  }
   let current = nThreads ?? 1;
   return {
     path,
@@ -184,6 +211,13 @@ function wrap(
           setThreads(want);
           current = want;
         }
+      }
+      if (m === 1 && sgemv && lda === undefined && ldb === undefined && ldc === undefined) {
+        // c[n] = op(B)^T a: B stored [k,n] (no transB) is read transposed, [n,k] as it is.
+        // A single row is contiguous whether or not it is marked transposed.
+        if (transB) sgemv(ROW_MAJOR, NO_TRANS, n, k, alpha, b, Math.max(1, k), a, 1, beta, c, 1);
+        else sgemv(ROW_MAJOR, TRANS, k, n, alpha, b, Math.max(1, n), a, 1, beta, c, 1);
+        return;
       }
       sgemm(
         ROW_MAJOR,
