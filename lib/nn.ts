@@ -185,6 +185,9 @@ export class LayerNorm extends Module {
 
 /** GELU, tanh approximation (the book's and GPT-2's "gelu_new"). */
 export function gelu(x: tf.Tensor): tf.Tensor {
+  if (tf.getKernel("LlmGelu", tf.getBackend()) && tf.getKernel("LlmGeluGrad", tf.getBackend())) {
+    return fusedGelu(x);
+  }
   return tf.tidy(() => {
     const inner = tf.mul(
       Math.sqrt(2 / Math.PI),
@@ -194,7 +197,25 @@ export function gelu(x: tf.Tensor): tf.Tensor {
   });
 }
 
-/** Dropout with a seed from the stream; identity in eval mode or at rate 0. */
+/** GELU through the fused cpu kernels of lib/kernels/gelu.ts, one pass each way. */
+function fusedGelu(x: tf.Tensor): tf.Tensor {
+  const f = tf.customGrad(
+    ((input: tf.Tensor, save: tf.GradSaveFunc) => {
+      save([input]);
+      const value = tf.engine().runKernel("LlmGelu", { x: input }, {}) as tf.Tensor;
+      const gradFunc = (dy: tf.Tensor, [saved]: tf.Tensor[]) =>
+        tf.engine().runKernel("LlmGeluGrad", { x: saved, dy }, {}) as tf.Tensor;
+      return { value, gradFunc };
+    }) as unknown as Parameters<typeof tf.customGrad>[0],
+  );
+  return f(x);
+}
+
+/**
+ * Inverted dropout with a seed from the stream; identity in eval mode or at rate 0. The mask
+ * (0 or 1 / (1 - rate)) comes from a seeded mulberry32 loop: tfjs' own tf.dropout draws its
+ * uniforms through a much slower generator and needs four more kernels.
+ */
 export function dropout(
   x: tf.Tensor,
   rate: number,
@@ -202,5 +223,20 @@ export function dropout(
   seeds: SeedStream,
 ): tf.Tensor {
   if (!training || rate === 0) return x;
-  return tf.dropout(x, rate, undefined, seeds.next());
+  return tf.tidy(() => tf.mul(x, dropoutMask(x.shape, rate, seeds.next())));
+}
+
+/** A tensor of 0 (probability `rate`) and 1 / (1 - rate). */
+export function dropoutMask(shape: number[], rate: number, seed: number): tf.Tensor {
+  const n = shape.reduce((a, b) => a * b, 1), mask = new Float32Array(n);
+  const keep = 1 / (1 - rate), threshold = rate * 4294967296;
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    if (((t ^ (t >>> 14)) >>> 0) >= threshold) mask[i] = keep;
+  }
+  return tf.tensor(mask, shape, "float32");
 }

@@ -15,6 +15,7 @@
  * JS loops instead of WebAssembly SIMD. `LLM_FAST_KERNELS_DEBUG=1` prints the first stock
  * fallbacks of each kernel (with shapes) to stderr; `fastKernelStats()` counts them.
  */
+import { GELU, gelu, GELU_GRAD, geluGrad } from "./gelu.ts";
 import * as tf from "@tensorflow/tfjs";
 import { type Blas, loadBlas } from "./blas.ts";
 import { makeBatchMatMul, makeFusedMatMul } from "./matmul.ts";
@@ -184,6 +185,8 @@ export function registerFastKernels(options: RegisterOptions = {}): FastKernelSt
   replace(SPARSE_XENT, sparseXent);
   replace(SPARSE_XENT_GRAD, sparseXentGrad);
   replace(ADAMW, adamw);
+  replace(GELU, gelu);
+  replace(GELU_GRAD, geluGrad);
   if (tf.getGradient(SPARSE_XENT) == null) tf.registerGradient(sparseXentGradConfig);
 
   const how =

@@ -1,0 +1,46 @@
+/** lib/nn.ts pieces: fused GELU against its composite form, and the seeded dropout mask. */
+import * as tf from "@tensorflow/tfjs";
+import assert from "node:assert/strict";
+import { initBackend } from "../lib/backend.ts";
+import { dropout, dropoutMask, gelu, SeedStream } from "../lib/nn.ts";
+
+await initBackend({ log: false });
+
+function compositeGelu(x: tf.Tensor): tf.Tensor {
+  const inner = tf.mul(Math.sqrt(2 / Math.PI), tf.add(x, tf.mul(0.044715, tf.pow(x, 3))));
+  return tf.mul(tf.mul(0.5, x), tf.add(1, tf.tanh(inner)));
+}
+
+Deno.test("gelu() (fused kernels when registered) matches 0.5x(1+tanh(...)) and its gradient within 1e-6", () => {
+  const x = tf.randomNormal([4, 37], 0, 3, "float32", 5);
+  const dy = tf.randomNormal([4, 37], 0, 1, "float32", 6);
+  const [a, b] = [gelu(x), compositeGelu(x)];
+  const ga = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(gelu(t), dy)))(x);
+  const gb = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(compositeGelu(t), dy)))(x);
+  const close = (p: tf.Tensor, q: tf.Tensor) => tf.max(tf.abs(tf.sub(p, q))).dataSync()[0];
+  assert.ok(close(a, b) < 1e-6, `values differ by ${close(a, b)}`);
+  assert.ok(close(ga, gb) < 1e-5, `gradients differ by ${close(ga, gb)}`);
+  tf.dispose([x, dy, a, b, ga, gb]);
+});
+
+Deno.test("dropoutMask() zeroes about `rate` of the entries, scales the rest by 1/(1-rate), and repeats per seed", () => {
+  const m = dropoutMask([100, 1000], 0.1, 42).dataSync();
+  const zeros = m.filter((v) => v === 0).length / m.length;
+  assert.ok(Math.abs(zeros - 0.1) < 0.005, `zero fraction ${zeros}`);
+  assert.ok(m.every((v) => v === 0 || Math.abs(v - 1 / 0.9) < 1e-7));
+  assert.deepEqual(
+    dropoutMask([10, 10], 0.5, 7).dataSync(),
+    dropoutMask([10, 10], 0.5, 7).dataSync(),
+  );
+  assert.notDeepEqual(
+    dropoutMask([10, 10], 0.5, 7).dataSync(),
+    dropoutMask([10, 10], 0.5, 8).dataSync(),
+  );
+});
+
+Deno.test("dropout() is the identity in eval mode and at rate 0", () => {
+  const x = tf.ones([3, 3]);
+  assert.equal(dropout(x, 0.5, false, new SeedStream(1)), x);
+  assert.equal(dropout(x, 0, true, new SeedStream(1)), x);
+  x.dispose();
+});
