@@ -111,6 +111,27 @@ const TRY: Record<BackendName, Attempt> = {
   },
 };
 
+/**
+ * Makes the other backends available for side-by-side timing (appendix A's exercise A.2) without
+ * switching to them: wasm always, WebGPU when Deno offers an adapter. Returns their names.
+ */
+export async function registerOtherBackends(): Promise<string[]> {
+  const names: string[] = [];
+  try {
+    const wasm = await import("@tensorflow/tfjs-backend-wasm");
+    wasm.setWasmPaths(
+      new URL("../node_modules/@tensorflow/tfjs-backend-wasm/dist/", import.meta.url).pathname,
+    );
+    names.push("wasm");
+  } catch { /* not installed */ }
+  const gpu = (navigator as Navigator & { gpu?: GPU }).gpu;
+  if (gpu && await gpu.requestAdapter().catch(() => null)) {
+    await import("@tensorflow/tfjs-backend-webgpu");
+    names.push("webgpu");
+  }
+  return names;
+}
+
 async function registerFastKernelsIfPresent(): Promise<string> {
   try {
     const mod = await import("./kernels/mod.ts");
