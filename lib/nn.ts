@@ -175,12 +175,40 @@ export class LayerNorm extends Module {
     this.shift = this.addParam("shift", tf.zeros([dim]));
   }
   apply(x: tf.Tensor): tf.Tensor {
+    const backend = tf.getBackend();
+    if (tf.getKernel("LlmLayerNorm", backend) && tf.getKernel("LlmLayerNormGrad", backend)) {
+      return fusedLayerNorm(x, this.scale, this.shift, this.eps);
+    }
     return tf.tidy(() => {
       const { mean, variance } = tf.moments(x, -1, true);
       const norm = tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, this.eps)));
       return tf.add(tf.mul(norm, this.scale), this.shift);
     });
   }
+}
+
+/** LayerNorm through the fused cpu kernels of lib/kernels/layernorm.ts, one pass each way. */
+function fusedLayerNorm(x: tf.Tensor, scale: tf.Tensor, shift: tf.Tensor, eps: number): tf.Tensor {
+  const f = tf.customGrad(
+    ((input: tf.Tensor, s: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
+      const [y, mean, rstd] = tf.engine().runKernel("LlmLayerNorm", {
+        x: input,
+        scale: s,
+        shift: b,
+      }, {
+        eps,
+      }) as tf.Tensor[];
+      save([input, s, mean, rstd]);
+      const gradFunc = (dy: tf.Tensor, [sx, ss, sm, sr]: tf.Tensor[]) =>
+        tf.engine().runKernel(
+          "LlmLayerNormGrad",
+          { x: sx, scale: ss, mean: sm, rstd: sr, dy },
+          {},
+        ) as tf.Tensor[];
+      return { value: y, gradFunc };
+    }) as unknown as Parameters<typeof tf.customGrad>[0],
+  );
+  return f(x, scale, shift);
 }
 
 /** GELU, tanh approximation (the book's and GPT-2's "gelu_new"). */

@@ -15,6 +15,7 @@
  * JS loops instead of WebAssembly SIMD. `LLM_FAST_KERNELS_DEBUG=1` prints the first stock
  * fallbacks of each kernel (with shapes) to stderr; `fastKernelStats()` counts them.
  */
+import { LAYER_NORM, LAYER_NORM_GRAD, layerNorm, layerNormGrad } from "./layernorm.ts";
 import { GELU, gelu, GELU_GRAD, geluGrad } from "./gelu.ts";
 import * as tf from "@tensorflow/tfjs";
 import { type Blas, loadBlas } from "./blas.ts";
@@ -186,6 +187,8 @@ export function registerFastKernels(options: RegisterOptions = {}): FastKernelSt
   replace(SPARSE_XENT_GRAD, sparseXentGrad);
   replace(ADAMW, adamw);
   replace(GELU, gelu);
+  replace(LAYER_NORM, layerNorm);
+  replace(LAYER_NORM_GRAD, layerNormGrad);
   replace(GELU_GRAD, geluGrad);
   if (tf.getGradient(SPARSE_XENT) == null) tf.registerGradient(sparseXentGradConfig);
 
