@@ -229,10 +229,11 @@ export function gelu(x: tf.Tensor): tf.Tensor {
 function fusedGelu(x: tf.Tensor): tf.Tensor {
   const f = tf.customGrad(
     ((input: tf.Tensor, save: tf.GradSaveFunc) => {
-      save([input]);
-      const value = tf.engine().runKernel("LlmGelu", { x: input }, {}) as tf.Tensor;
-      const gradFunc = (dy: tf.Tensor, [saved]: tf.Tensor[]) =>
-        tf.engine().runKernel("LlmGeluGrad", { x: saved, dy }, {}) as tf.Tensor;
+      // The kernel also returns tanh(...), which the backward pass reuses.
+      const [value, t] = tf.engine().runKernel("LlmGelu", { x: input }, {}) as tf.Tensor[];
+      save([input, t]);
+      const gradFunc = (dy: tf.Tensor, [sx, st]: tf.Tensor[]) =>
+        tf.engine().runKernel("LlmGeluGrad", { x: sx, t: st, dy }, {}) as tf.Tensor;
       return { value, gradFunc };
     }) as unknown as Parameters<typeof tf.customGrad>[0],
   );

@@ -14,29 +14,32 @@ export const GELU = "LlmGelu";
 export const GELU_GRAD = "LlmGeluGrad";
 const C = Math.sqrt(2 / Math.PI), K = 0.044715;
 
-/** y = gelu(x). */
+/** Outputs y = gelu(x) and t = tanh(...), which the backward pass reuses. */
 export const gelu: FastKernel = ({ inputs, backend }: KernelArgs) => {
   const be = backend as CpuBackend;
   const x = f32(be, inputs.x);
   if (x == null) return null;
-  const out = allocF32(be, x.length, false);
+  const out = allocF32(be, x.length, false), tanh = allocF32(be, x.length, false);
   for (let i = 0; i < x.length; i++) {
-    const v = x[i];
-    out[i] = 0.5 * v * (1 + fastTanh(C * (v + K * v * v * v)));
+    const v = x[i], t = fastTanh(C * (v + K * v * v * v));
+    tanh[i] = t;
+    out[i] = 0.5 * v * (1 + t);
   }
-  return be.makeTensorInfo(inputs.x!.shape, "float32", out);
+  return [
+    be.makeTensorInfo(inputs.x!.shape, "float32", out),
+    be.makeTensorInfo(inputs.x!.shape, "float32", tanh),
+  ];
 };
 
-/** dx = dy * gelu'(x). */
+/** dx = dy * gelu'(x), from x and the forward pass's t. */
 export const geluGrad: FastKernel = ({ inputs, backend }: KernelArgs) => {
   const be = backend as CpuBackend;
-  const x = f32(be, inputs.x), dy = f32(be, inputs.dy);
-  if (x == null || dy == null || x.length !== dy.length) return null;
+  const x = f32(be, inputs.x), t = f32(be, inputs.t), dy = f32(be, inputs.dy);
+  if (x == null || t == null || dy == null || x.length !== dy.length) return null;
   const out = allocF32(be, x.length, false);
   for (let i = 0; i < x.length; i++) {
-    const v = x[i], v2 = v * v;
-    const t = fastTanh(C * (v + K * v2 * v));
-    out[i] = dy[i] * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * C * (1 + 3 * K * v2));
+    const v = x[i], ti = t[i];
+    out[i] = dy[i] * (0.5 * (1 + ti) + 0.5 * v * (1 - ti * ti) * C * (1 + 3 * K * v * v));
   }
   return be.makeTensorInfo(inputs.x!.shape, "float32", out);
 };
