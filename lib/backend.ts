@@ -14,6 +14,8 @@ export interface BackendInfo {
   name: BackendName;
   detail: string;
   skipped: string[];
+  /** Largest tensor the device can bind, in bytes (WebGPU's maxStorageBufferBindingSize). */
+  maxTensorBytes?: number;
 }
 
 let current: BackendInfo | undefined;
@@ -42,7 +44,7 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
       skipped.push(`${name} (${result})`);
       continue;
     }
-    current = { name, detail: result.detail, skipped };
+    current = { name, detail: result.detail, skipped, maxTensorBytes: result.maxTensorBytes };
     if (opts.log ?? true) console.error(describeBackend(current));
     return current;
   }
@@ -55,7 +57,7 @@ export function describeBackend(info: BackendInfo): string {
   return `backend: ${info.name} (${info.detail})${skipped}`;
 }
 
-type Attempt = (forced: boolean) => Promise<{ detail: string } | string>;
+type Attempt = (forced: boolean) => Promise<{ detail: string; maxTensorBytes?: number } | string>;
 
 const TRY: Record<BackendName, Attempt> = {
   async tensorflow() {
@@ -93,7 +95,10 @@ const TRY: Record<BackendName, Attempt> = {
     }
     await import("@tensorflow/tfjs-backend-webgpu");
     if (!(await tf.setBackend("webgpu"))) return "tfjs webgpu backend did not initialise";
-    return { detail: `${info.vendor} ${info.description || info.device}`.trim() };
+    return {
+      detail: `${info.vendor} ${info.description || info.device}`.trim(),
+      maxTensorBytes: adapter.limits.maxStorageBufferBindingSize,
+    };
   },
   async wasm() {
     const wasm = await import("@tensorflow/tfjs-backend-wasm");
@@ -110,6 +115,33 @@ const TRY: Record<BackendName, Attempt> = {
     return { detail: fast };
   },
 };
+
+/**
+ * Tensors of these shapes (float32) that the current device cannot bind: a WebGPU device refuses
+ * storage buffers above its maxStorageBufferBindingSize (128 MiB on Mesa's lavapipe, less than
+ * GPT-2's 768 x 50,257 output head). Throws a UserError naming them and what to do instead.
+ */
+export function assertFitsDevice(
+  shapes: Map<string, number[]>,
+  info: BackendInfo | undefined = current,
+): void {
+  const limit = info?.maxTensorBytes;
+  if (!limit) return;
+  const tooBig = [...shapes].filter(([, s]) => s.reduce((a, b) => a * b, 1) * 4 > limit);
+  if (tooBig.length === 0) return;
+  const [name, shape] = tooBig[0];
+  const mb = (shape.reduce((a, b) => a * b, 1) * 4 / 2 ** 20).toFixed(0);
+  throw new UserError(
+    `${name} [${shape}] needs ${mb} MiB but this ${info!.name} device binds at most ` +
+      `${(limit / 2 ** 20).toFixed(0)} MiB per tensor (${tooBig.length} tensor(s) too large); ` +
+      `use LLM_BACKEND=cpu or a GPU with a larger maxStorageBufferBindingSize`,
+  );
+}
+
+/** The backend initBackend chose (undefined before it ran). */
+export function currentBackend(): BackendInfo | undefined {
+  return current;
+}
 
 /**
  * Makes the other backends available for side-by-side timing (appendix A's exercise A.2) without

@@ -4,7 +4,8 @@
  * an untied output head without bias.
  */
 import * as tf from "@tensorflow/tfjs";
-import { type GPTConfig, validateConfig } from "./config.ts";
+import { type GPTConfig, parameterShapes, validateConfig } from "./config.ts";
+import { assertFitsDevice } from "./backend.ts";
 import {
   dropout,
   Embedding,
@@ -135,6 +136,7 @@ export class GPTModel extends Module {
   constructor(readonly config: GPTConfig, { seed = 123 }: GPTModelOptions = {}) {
     super();
     validateConfig(config);
+    assertFitsDevice(parameterShapes(config));
     const c = config, seeds = new SeedStream(seed);
     this.dropSeeds = new SeedStream(seed + 1);
     this.addChild("tok_emb", new Embedding(c.vocabSize, c.embDim, { seed: seeds.next() }));

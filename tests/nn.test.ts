@@ -44,3 +44,23 @@ Deno.test("dropout() is the identity in eval mode and at rate 0", () => {
   assert.equal(dropout(x, 0, true, new SeedStream(1)), x);
   x.dispose();
 });
+
+Deno.test("assertFitsDevice() names a tensor larger than the device's binding limit (GPT-2's head on lavapipe)", async () => {
+  const { assertFitsDevice } = await import("../lib/backend.ts");
+  const { parameterShapes, PRESETS } = await import("../lib/config.ts");
+  const lavapipe = {
+    name: "webgpu" as const,
+    detail: "llvmpipe",
+    skipped: [],
+    maxTensorBytes: 128 * 2 ** 20,
+  };
+  assert.throws(
+    () => assertFitsDevice(parameterShapes(PRESETS["gpt2-small"]), lavapipe),
+    /tok_emb.weight \[50257,768\] needs 147 MiB but this webgpu device binds at most 128 MiB per tensor \(2 tensor\(s\) too large\)/,
+  );
+  assertFitsDevice(parameterShapes(PRESETS["gpt-tiny"]), lavapipe); // 128 x 50,257 fits
+  assertFitsDevice(parameterShapes(PRESETS["gpt2-small"]), {
+    ...lavapipe,
+    maxTensorBytes: undefined,
+  });
+});
