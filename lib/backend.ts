@@ -138,6 +138,15 @@ export function assertFitsDevice(
   );
 }
 
+/**
+ * tfjs' plain cpu backend without its "install tfjs-node" banner, for tests that compare against
+ * the stock kernels (initBackend would register the fast ones).
+ */
+export async function useStockCpu(): Promise<void> {
+  await tf.setBackend("cpu");
+  (tf.backend() as unknown as { firstUse: boolean }).firstUse = false;
+}
+
 /** The backend initBackend chose (undefined before it ran). */
 export function currentBackend(): BackendInfo | undefined {
   return current;

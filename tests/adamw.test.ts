@@ -4,8 +4,9 @@ import { AdamW, ADAMW_KERNEL, type AdamWOptions } from "../lib/train/adamw.ts";
 import { clipGradNorm } from "../lib/train/clip.ts";
 import { lrAt } from "../lib/train/schedule.ts";
 import { assertAllClose, readFixtureJson } from "./fixtures.ts";
+import { useStockCpu } from "../lib/backend.ts";
 
-await tf.setBackend("cpu");
+await useStockCpu();
 
 type Named = Record<string, number[]>;
 interface Run {

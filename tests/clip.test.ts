@@ -7,8 +7,9 @@ import {
   globalNorm,
 } from "../lib/train/clip.ts";
 import { assertAllClose, readFixtureJson } from "./fixtures.ts";
+import { useStockCpu } from "../lib/backend.ts";
 
-await tf.setBackend("cpu");
+await useStockCpu();
 
 interface ClipFixture {
   shapes: Record<string, number[]>;

@@ -3,6 +3,9 @@ import * as tf from "@tensorflow/tfjs";
 import { customCollate, customCollateArrays, InstructionLoader } from "../lib/data/collate.ts";
 import { loadInstructionFile, splitData } from "../lib/data/instruction.ts";
 import { InstructionDataset } from "../lib/data/instruction_dataset.ts";
+import { initBackend } from "../lib/backend.ts";
+
+await initBackend({ log: false });
 
 const P = 50256; // padding / end-of-text
 const X = -100; // ignore index

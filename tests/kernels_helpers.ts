@@ -2,9 +2,10 @@
 import * as tf from "@tensorflow/tfjs";
 import assert from "node:assert/strict";
 import { registerFastKernels, restoreStockKernels } from "../lib/kernels/mod.ts";
+import { useStockCpu } from "../lib/backend.ts";
 
 export async function cpu(): Promise<void> {
-  await tf.setBackend("cpu");
+  await useStockCpu();
   await tf.ready();
 }
 

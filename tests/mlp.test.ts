@@ -11,8 +11,9 @@ import {
   TOY_TRAIN,
   trainModel,
 } from "../lib/mlp.ts";
+import { useStockCpu } from "../lib/backend.ts";
 
-await tf.setBackend("cpu");
+await useStockCpu();
 
 Deno.test("NeuralNetwork(2, 2) has 752 trainable parameters (exercise A.1/A.3)", () => {
   const model = new NeuralNetwork(2, 2);

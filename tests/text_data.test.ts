@@ -8,8 +8,9 @@ import {
   trainValSplit,
 } from "../lib/data/text.ts";
 import { encode } from "../lib/tokenizer.ts";
+import { useStockCpu } from "../lib/backend.ts";
 
-await tf.setBackend("cpu");
+await useStockCpu();
 
 const VERDICT = await Deno.readTextFile(new URL("../data/the-verdict.txt", import.meta.url));
 

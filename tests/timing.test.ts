@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { timeMatmul, timeMatmulOnBackends } from "../lib/timing.ts";
+import { useStockCpu } from "../lib/backend.ts";
 
-await tf.setBackend("cpu");
+await useStockCpu();
 
 Deno.test("timeMatmul() returns a positive time per product and frees its tensors", async () => {
   const before = tf.memory().numTensors;

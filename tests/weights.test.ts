@@ -17,8 +17,9 @@ import {
   saveCheckpoint,
   transpose2d,
 } from "../lib/weights.ts";
+import { useStockCpu } from "../lib/backend.ts";
 
-await tf.setBackend("cpu");
+await useStockCpu();
 
 // A tiny GPT-2: vocab 11, context 5, emb 4, 2 heads, 2 layers.
 const CFG: GPTConfig = {
