@@ -29,6 +29,7 @@
  * Not a test.
  * @module
  */
+import { lines, LineWorker } from "./line_worker.ts";
 import { parseArgs } from "node:util";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/backend.ts";
@@ -393,61 +394,15 @@ async function ourWorker(o: BenchOptions): Promise<void> {
   }
 }
 
-function lines(): TransformStream<string, string> {
-  let buf = "";
-  return new TransformStream({
-    transform(chunk, ctl) {
-      buf += chunk;
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        ctl.enqueue(buf.slice(0, i));
-        buf = buf.slice(i + 1);
-      }
-    },
-    flush(ctl) {
-      if (buf) ctl.enqueue(buf);
-    },
-  });
-}
-
 // ---------------------------------------------------------------------------------------------
 // Parent: starts the workers one after the other, alternates their steps, reads their VmHWM.
 
-class Worker {
-  readonly #proc: Deno.ChildProcess;
-  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
-  readonly #reader: ReadableStreamDefaultReader<string>;
+class Worker extends LineWorker {
   detail = "";
-
-  constructor(
-    readonly name: string,
-    cmd: string,
-    args: string[],
-    env: Record<string, string> = {},
-  ) {
-    this.#proc = new Deno.Command(cmd, {
-      args,
-      env,
-      // The repository root, where deno.json is, whatever the caller's folder.
-      cwd: new URL("..", import.meta.url).pathname,
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    this.#writer = this.#proc.stdin.getWriter();
-    this.#reader = this.#proc.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(lines())
-      .getReader();
-  }
-
-  async read<T>(): Promise<T> {
-    const { value, done } = await this.#reader.read();
-    if (done) throw new Error(`the ${this.name} worker exited early`);
-    return JSON.parse(value) as T;
-  }
 
   /** Sends one command and returns its time in ms. */
   async run(command: string): Promise<number> {
-    await this.#writer.write(new TextEncoder().encode(command + "\n"));
+    await this.send(command);
     const reply = await this.read<{ ms?: number; error?: string }>();
     if (reply.ms === undefined) throw new Error(`${this.name} worker: ${reply.error}`);
     return reply.ms;
@@ -456,20 +411,18 @@ class Worker {
   /** Peak resident set of the worker process in MB (VmHWM), read while it is alive. */
   /** CPU time of the worker process (all threads) in clock ticks. */
   cpuTicks(): number {
-    return processTicks(`/proc/${this.#proc.pid}/stat`);
+    return processTicks(`/proc/${this.proc.pid}/stat`);
   }
 
   peakRssMB(): number {
-    const status = Deno.readTextFileSync(`/proc/${this.#proc.pid}/status`);
+    const status = Deno.readTextFileSync(`/proc/${this.proc.pid}/status`);
     const m = /^VmHWM:\s+(\d+) kB/m.exec(status);
     return m ? Number(m[1]) / 1024 : NaN;
   }
 
   async quit(): Promise<void> {
-    await this.#writer.write(new TextEncoder().encode("quit\n"));
-    await this.#writer.close();
-    await this.#proc.status;
-    await this.#reader.cancel();
+    await this.send("quit");
+    await this.close();
   }
 }
 

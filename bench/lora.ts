@@ -14,6 +14,7 @@
  * the model and optimizer, before the first step. Not a test.
  * @module
  */
+import { lines, LineWorker } from "./line_worker.ts";
 import { parseArgs } from "node:util";
 import * as tf from "@tensorflow/tfjs";
 import { describeBackend, initBackend } from "../lib/backend.ts";
@@ -132,61 +133,20 @@ async function worker(mode: Mode, o: Required<LoraBenchOptions>): Promise<void> 
   }
 }
 
-function lines(): TransformStream<string, string> {
-  let buf = "";
-  return new TransformStream({
-    transform(chunk, ctl) {
-      buf += chunk;
-      let i;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        ctl.enqueue(buf.slice(0, i));
-        buf = buf.slice(i + 1);
-      }
-    },
-    flush(ctl) {
-      if (buf) ctl.enqueue(buf);
-    },
-  });
-}
-
 // ---------------------------------------------------------------------------------------------
 // Parent: starts both workers, alternates their steps, prints the table.
 
-class Worker {
-  readonly #proc: Deno.ChildProcess;
-  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
-  readonly #reader: ReadableStreamDefaultReader<string>;
-
+class Worker extends LineWorker {
   constructor(readonly mode: Mode, o: Required<LoraBenchOptions>) {
-    this.#proc = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        new URL(import.meta.url).pathname,
-        "--worker",
-        mode,
-        "--options",
-        JSON.stringify(o),
-      ],
-      // The repository root, where deno.json is, whatever the caller's folder (a notebook's).
-      cwd: new URL("..", import.meta.url).pathname,
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    this.#writer = this.#proc.stdin.getWriter();
-    this.#reader = this.#proc.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(lines())
-      .getReader();
-  }
-
-  async read<T>(): Promise<T> {
-    const { value, done } = await this.#reader.read();
-    if (done) throw new Error(`the ${this.mode} worker exited early`);
-    return JSON.parse(value) as T;
-  }
-
-  async send(line: string): Promise<void> {
-    await this.#writer.write(new TextEncoder().encode(line + "\n"));
+    super(mode, Deno.execPath(), [
+      "run",
+      "-A",
+      new URL(import.meta.url).pathname,
+      "--worker",
+      mode,
+      "--options",
+      JSON.stringify(o),
+    ]);
   }
 
   async step(): Promise<number> {
@@ -197,8 +157,7 @@ class Worker {
   async finish(): Promise<WorkerReport> {
     await this.send("report");
     const report = await this.read<WorkerReport>();
-    await this.#writer.close();
-    await this.#proc.status;
+    await this.close();
     return report;
   }
 }
