@@ -60,6 +60,39 @@ async function ensureJupyter(): Promise<void> {
 }
 
 /**
+ * The fast cpu kernels need a BLAS (lib/kernels/blas.ts); without one the notebooks still run, but
+ * training is many times slower. Install Debian's OpenBLAS when root, else say how.
+ */
+async function ensureBlas(): Promise<void> {
+  const { loadBlas } = await import("../kernels/blas.ts");
+  if (loadBlas() != null) return;
+  const hasApt = (await run(["apt-get", "--version"], { capture: true })).ok;
+  if (Deno.uid() === 0 && hasApt) {
+    console.log("no BLAS found; installing: apt-get install -y libopenblas0-pthread");
+    const env = { DEBIAN_FRONTEND: "noninteractive" };
+    const ok =
+      (await run(["apt-get", "install", "-y", "--no-install-recommends", "libopenblas0-pthread"], {
+        env,
+      })).ok ||
+      ((await run(["apt-get", "update"], { env })).ok &&
+        (await run(
+          ["apt-get", "install", "-y", "--no-install-recommends", "libopenblas0-pthread"],
+          { env },
+        )).ok);
+    if (!ok) {
+      console.log(
+        "warning: installing OpenBLAS failed; the notebooks will train on slow JS kernels",
+      );
+    }
+    return;
+  }
+  console.log(
+    "warning: no BLAS found, so training runs on slow JS kernels; install one: " +
+      "sudo apt-get install libopenblas0-pthread (macOS: built in)",
+  );
+}
+
+/**
  * The failing cell of an nbconvert CellExecutionError, matched back to its notebook index.
  * `cellSources` holds each cell's source, undefined for cells that are not code.
  */
@@ -157,6 +190,7 @@ export async function runNotebooks(names: string[], timeoutS: number): Promise<n
   const notebooks = await listNotebooks(names);
   if (notebooks.length === 0) throw new UserError("no notebooks to run in notebooks/");
   await ensureJupyter();
+  await ensureBlas();
   if (!(await run([Deno.execPath(), "install", "--quiet"])).ok) {
     throw new UserError("deno install failed");
   }
