@@ -2,7 +2,7 @@
  * `deno task llm <command> [--flags]`: the library's command-line face. Failures print one line
  * (`error: ...`) on stderr and exit 1.
  */
-import { type Command, helpText, parseFlags } from "./cli/args.ts";
+import { type Command, parseFlags } from "./cli/args.ts";
 import { UserError } from "./errors.ts";
 import { modelInfo } from "./cli/model_info.ts";
 import { generateCmd } from "./cli/generate.ts";
@@ -57,5 +57,3 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));
-
-export { helpText };

@@ -265,7 +265,7 @@ export interface BaseModel {
 
 function unknownWeights(weights: string): UserError {
   return new UserError(
-    `--weights "${weights}" is neither a checkpoint folder nor a pretrained name; valid names: ${
+    `--weights "${weights}" is neither a folder nor a pretrained name; valid names: ${
       Object.keys(PRETRAINED).join(", ")
     }`,
   );

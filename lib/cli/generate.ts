@@ -4,7 +4,7 @@ import { generate } from "../generate.ts";
 import { decode, encode, END_OF_TEXT } from "../tokenizer.ts";
 import { UserError } from "../errors.ts";
 import type { Command, Flags } from "./args.ts";
-import { loadModel } from "./model_load.ts";
+import { loadBaseModel } from "../finetune.ts";
 
 export const generateCmd: Command = {
   name: "generate",
@@ -42,7 +42,8 @@ export const generateCmd: Command = {
     promptIds(f); // validate before loading anything
     if ((f.temperature as number) < 0) throw new UserError("generate: --temperature must be >= 0");
     await initBackend({ log: !f.json });
-    const model = await loadModel(f.weights as string);
+    // Dropout is off in generation whatever the checkpoint says (generate runs in eval mode).
+    const { model } = await loadBaseModel(f.weights as string);
     const prompt = promptIds(f);
     const vocab = model.config.vocabSize;
     const bad = prompt.find((id) => id >= vocab);

@@ -38,17 +38,9 @@ project's .jupyter/ folder, which holds the Deno kernelspec.`;
 /** Makes sure `jupyter nbconvert` runs: installs the Debian packages when root, else explains. */
 async function ensureJupyter(): Promise<void> {
   if ((await run(["jupyter", "nbconvert", "--version"], { capture: true })).ok) return;
-  const hasApt = (await run(["apt-get", "--version"], { capture: true })).ok;
-  if (Deno.uid() === 0 && hasApt) {
+  if (await canApt()) {
     console.log(`jupyter not found; installing: ${APT_COMMAND}`);
-    const env = { DEBIAN_FRONTEND: "noninteractive" };
-    if (
-      !(await run(["apt-get", "update"], { env })).ok ||
-      !(await run(["apt-get", "install", "-y", "--no-install-recommends", ...APT_PACKAGES], {
-        env,
-      }))
-        .ok
-    ) {
+    if (!(await aptInstall(APT_PACKAGES))) {
       throw new UserError("installing Jupyter with apt-get failed");
     }
     return;
@@ -66,30 +58,26 @@ async function ensureJupyter(): Promise<void> {
 async function ensureBlas(): Promise<void> {
   const { loadBlas } = await import("../kernels/blas.ts");
   if (loadBlas() != null) return;
-  const hasApt = (await run(["apt-get", "--version"], { capture: true })).ok;
-  if (Deno.uid() === 0 && hasApt) {
+  if (await canApt()) {
     console.log("no BLAS found; installing: apt-get install -y libopenblas0-pthread");
-    const env = { DEBIAN_FRONTEND: "noninteractive" };
-    const ok =
-      (await run(["apt-get", "install", "-y", "--no-install-recommends", "libopenblas0-pthread"], {
-        env,
-      })).ok ||
-      ((await run(["apt-get", "update"], { env })).ok &&
-        (await run(
-          ["apt-get", "install", "-y", "--no-install-recommends", "libopenblas0-pthread"],
-          { env },
-        )).ok);
-    if (!ok) {
-      console.log(
-        "warning: installing OpenBLAS failed; the notebooks will train on slow JS kernels",
-      );
-    }
-    return;
+    if (await aptInstall(["libopenblas0-pthread"])) return;
   }
   console.log(
     "warning: no BLAS found, so training runs on slow JS kernels; install one: " +
       "sudo apt-get install libopenblas0-pthread (macOS: built in)",
   );
+}
+
+/** True when running as root on a machine with apt-get. */
+async function canApt(): Promise<boolean> {
+  return Deno.uid() === 0 && (await run(["apt-get", "--version"], { capture: true })).ok;
+}
+
+/** apt-get update, then install the packages; true when both succeed. */
+async function aptInstall(packages: string[]): Promise<boolean> {
+  const env = { DEBIAN_FRONTEND: "noninteractive" };
+  return (await run(["apt-get", "update"], { env })).ok &&
+    (await run(["apt-get", "install", "-y", "--no-install-recommends", ...packages], { env })).ok;
 }
 
 /**

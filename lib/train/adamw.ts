@@ -143,10 +143,7 @@ export class AdamW {
       }
       s.step++;
       tf.tidy(() => {
-        const out = fused ? this.#fused(p, grad, s) : this.#composite(p, grad, s);
-        // The cpu kernel (lib/kernels/adamw.ts) updates p, m and v in place and returns nothing.
-        if (out.length === 0) return;
-        const [newP, newM, newV] = out;
+        const [newP, newM, newV] = fused ? this.#fused(p, grad, s) : this.#composite(p, grad, s);
         p.assign(newP);
         s.m.assign(newM);
         s.v.assign(newV);
@@ -179,8 +176,8 @@ export class AdamW {
       { param: p, grad: g, m: s.m, v: s.v } as unknown as tf.NamedTensorMap,
       { lr: this.lr, beta1, beta2, eps: this.eps, weightDecay: this.weightDecay, step: s.step },
     ) as tf.Tensor[];
-    if (!Array.isArray(out) || (out.length !== 3 && out.length !== 0)) {
-      throw new Error(`kernel ${ADAMW_KERNEL} must return [param, m, v] or [] (updated in place)`);
+    if (!Array.isArray(out) || out.length !== 3) {
+      throw new Error(`kernel ${ADAMW_KERNEL} must return [param, m, v]`);
     }
     return out;
   }
