@@ -17,11 +17,11 @@
  * starves OpenBLAS (measured on 2 cores: 3x slower generation, 1.3x slower training steps).
  *
  * train: forward, cross-entropy, backward and AdamW (lr 4e-4, weight decay 0.1, no clipping)
- * with dropout 0.1 on a fixed random int32 batch. `tiny` is lib/config.ts's gpt-tiny (vocab
+ * with dropout 0.1 on a fixed random int32 batch. `tiny` is lib/model/config.ts's gpt-tiny (vocab
  * 50257, context 128, emb 128, 2 layers, 4 heads) with batch 4; `gpt-124m-book` is
  * GPT_CONFIG_124M (context 256) with batch 2.
  * generate: a gpt2-small-shaped model (random weights, seed 123, qkv bias, no dropout), a
- * 4-token prompt, `--new-tokens` greedy tokens (default 256) with the KV cache: lib/generate.ts
+ * 4-token prompt, `--new-tokens` greedy tokens (default 256) with the KV cache: lib/model/generate.ts
  * against a cached GPT-2 forward in torch_peer.py. One step = one whole generation.
  *
  * Without torch the peer is reported missing and ours is measured alone (ratio null). The env
@@ -33,10 +33,10 @@ import { lines, LineWorker } from "./line_worker.ts";
 import { parseArgs } from "node:util";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/backend.ts";
-import { type GPTConfig, PRESETS, resolveConfig } from "../lib/config.ts";
-import { UserError } from "../lib/errors.ts";
-import { generate } from "../lib/generate.ts";
-import { GPTModel } from "../lib/model.ts";
+import { type GPTConfig, PRESETS, resolveConfig } from "../lib/model/config.ts";
+import { UserError } from "../lib/util/errors.ts";
+import { generate } from "../lib/model/generate.ts";
+import { GPTModel } from "../lib/model/gpt.ts";
 import { AdamW } from "../lib/train/adamw.ts";
 import { trainStep } from "../lib/train/train.ts";
 
@@ -50,7 +50,7 @@ const BUSY_OTHERS_PCT = 10;
 /** Tokens of each warm-up generation (enough to compile every kernel path). */
 const GENERATE_WARMUP_TOKENS = 16;
 
-/** Benchmark configs: a preset of lib/config.ts and the batch size. */
+/** Benchmark configs: a preset of lib/model/config.ts and the batch size. */
 export const BENCH_CONFIGS = {
   "tiny": { preset: "gpt-tiny", batch: 4, steps: 10, warmup: 2 },
   "gpt-124m-book": { preset: "gpt-124m-book", batch: 2, steps: 3, warmup: 1 },

@@ -10,7 +10,7 @@
  *
  * `stock` is what a plain port does: tfjs' own cpu kernels, one-hot softmax cross-entropy and an
  * AdamW written with tf ops. `fast` registers lib/kernels and uses LlmSparseXent + LlmAdamW.
- * `--model` also times lib/train's trainStep on lib/model.ts's GPTModel (its own loss and AdamW,
+ * `--model` also times lib/train's trainStep on lib/model/gpt.ts's GPTModel (its own loss and AdamW,
  * which use the fused kernels when registered); `--skip-plain` skips the plain-ops model (whose
  * stock run takes minutes: tfjs' UnsortedSegmentSum loops over all 50,257 rows). Each mode runs
  * in its own process.
@@ -293,15 +293,15 @@ if (args.model) await benchModel();
 async function benchModel(): Promise<void> {
   const url = (p: string) => new URL(p, import.meta.url);
   try {
-    await Deno.stat(url("../lib/model.ts"));
+    await Deno.stat(url("../lib/model/gpt.ts"));
     await Deno.stat(url("../lib/train/train.ts"));
   } catch {
-    console.log("lib/model.ts or lib/train/train.ts not found: skipping --model");
+    console.log("lib/model/gpt.ts or lib/train/train.ts not found: skipping --model");
     return;
   }
   // Dynamic imports: the bench runs (without --model) before the model exists.
   // deno-lint-ignore no-explicit-any
-  const { GPTModel }: any = await import(url("../lib/model.ts").href);
+  const { GPTModel }: any = await import(url("../lib/model/gpt.ts").href);
   // deno-lint-ignore no-explicit-any
   const { AdamW }: any = await import(url("../lib/train/adamw.ts").href);
   // deno-lint-ignore no-explicit-any

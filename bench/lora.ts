@@ -7,7 +7,7 @@
  *   deno run -A bench/lora.ts [--model gpt-tiny] [--batch 8] [--seq 64] [--rank 16] [--alpha 16]
  *        [--targets all|all-but-head|W_query,W_value] [--warmup 2] [--steps 5] [--json]
  *
- * `--model` is a preset of lib/config.ts (gpt-tiny: vocab 50257, emb 128, 2 layers; gpt2-small:
+ * `--model` is a preset of lib/model/config.ts (gpt-tiny: vocab 50257, emb 128, 2 layers; gpt2-small:
  * the 124M shape); dropout is 0 as in chapter 7. LoRA wraps every Linear, the head included
  * (the book's replace_linear_with_lora), after freezing the model. Peak memory is the process's
  * VmHWM (peak resident set) from /proc/self/status; "setup" is the resident set after building
@@ -18,9 +18,9 @@ import { lines, LineWorker } from "./line_worker.ts";
 import { parseArgs } from "node:util";
 import * as tf from "@tensorflow/tfjs";
 import { describeBackend, initBackend } from "../lib/backend.ts";
-import { type GPTConfig, resolveConfig } from "../lib/config.ts";
-import { countTrainable, freezeAll, replaceLinearWithLora } from "../lib/lora.ts";
-import { GPTModel } from "../lib/model.ts";
+import { type GPTConfig, resolveConfig } from "../lib/model/config.ts";
+import { countTrainable, freezeAll, replaceLinearWithLora } from "../lib/model/lora.ts";
+import { GPTModel } from "../lib/model/gpt.ts";
 import { AdamW } from "../lib/train/adamw.ts";
 import { trainStep } from "../lib/train/train.ts";
 
@@ -29,7 +29,7 @@ type Mode = typeof MODES[number];
 
 /** What to compare (the CLI flags). */
 export interface LoraBenchOptions {
-  /** A preset of lib/config.ts (default gpt-tiny). */
+  /** A preset of lib/model/config.ts (default gpt-tiny). */
   model?: string;
   /** Sequences per batch (default 8, chapter 7's). */
   batch?: number;

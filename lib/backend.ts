@@ -3,7 +3,7 @@
  * adapter, else the cpu backend with our fast kernels. `LLM_BACKEND` forces one.
  */
 import * as tf from "@tensorflow/tfjs";
-import { UserError } from "./errors.ts";
+import { UserError } from "./util/errors.ts";
 
 /** The backends this project knows. */
 export const BACKENDS = ["tensorflow", "webgpu", "wasm", "cpu"] as const;

@@ -3,7 +3,7 @@
  * (`error: ...`) on stderr and exit 1.
  */
 import { type Command, parseFlags } from "./cli/args.ts";
-import { UserError } from "./errors.ts";
+import { UserError } from "./util/errors.ts";
 import { modelInfo } from "./cli/model_info.ts";
 import { generateCmd } from "./cli/generate.ts";
 import { downloadCmd } from "./cli/download.ts";

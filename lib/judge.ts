@@ -15,7 +15,7 @@
  * ```
  * @module
  */
-import { UserError } from "./errors.ts";
+import { UserError } from "./util/errors.ts";
 import { formatInput, type InstructionEntry, parseInstructionData } from "./data/instruction.ts";
 
 /** The book's Ollama chat endpoint. */

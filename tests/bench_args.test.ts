@@ -7,7 +7,7 @@ import {
   toJsonSummary,
   workload,
 } from "../bench/bench.ts";
-import { UserError } from "../lib/errors.ts";
+import { UserError } from "../lib/util/errors.ts";
 
 Deno.test("parseBenchArgs() defaults: tiny train, 10 steps after 2 warm-up", () => {
   const o = parseBenchArgs([]);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import type { GPTConfig } from "../lib/config.ts";
+import type { GPTConfig } from "../lib/model/config.ts";
 import {
   ALPACA_URL,
   defaultCacheDir,
@@ -9,10 +9,10 @@ import {
   downloadPretrained,
   hfBaseUrl,
   PRETRAINED,
-} from "../lib/download.ts";
-import { UserError } from "../lib/errors.ts";
-import { serializeSafetensors, type TensorMap } from "../lib/safetensors.ts";
-import { hfConfigFromGpt, loadCheckpoint } from "../lib/weights.ts";
+} from "../lib/io/download.ts";
+import { UserError } from "../lib/util/errors.ts";
+import { serializeSafetensors, type TensorMap } from "../lib/io/safetensors.ts";
+import { hfConfigFromGpt, loadCheckpoint } from "../lib/io/weights.ts";
 
 // ---------------------------------------------------------------------------------------------
 // A small checkpoint in the Hugging Face layout, as the Hub would serve it.

@@ -1,13 +1,13 @@
-/** `llm finetune` and lib/finetune.ts (chapter 7): dry-run numbers, a tiny run end to end, errors. */
+/** `llm finetune` and lib/train/finetune.ts (chapter 7): dry-run numbers, a tiny run end to end, errors. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { initBackend } from "../lib/backend.ts";
 import { cli } from "./cli_helpers.ts";
-import type { GPTConfig } from "../lib/config.ts";
-import { cachedPretrained, prepareInstructionData, splitSizes } from "../lib/finetune.ts";
-import { writeSafetensors } from "../lib/safetensors.ts";
-import { GPTModel } from "../lib/model.ts";
-import { paramsToTensors, saveCheckpoint } from "../lib/weights.ts";
+import type { GPTConfig } from "../lib/model/config.ts";
+import { cachedPretrained, prepareInstructionData, splitSizes } from "../lib/train/finetune.ts";
+import { writeSafetensors } from "../lib/io/safetensors.ts";
+import { GPTModel } from "../lib/model/gpt.ts";
+import { paramsToTensors, saveCheckpoint } from "../lib/io/weights.ts";
 
 await initBackend({ log: false });
 

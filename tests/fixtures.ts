@@ -7,7 +7,7 @@
  * depend on the code they check.
  * @module
  */
-import type { GPTConfig } from "../lib/config.ts";
+import type { GPTConfig } from "../lib/model/config.ts";
 
 /** Folder of the fixture files. */
 export const FIXTURES_DIR = new URL("./fixtures/", import.meta.url);
@@ -145,7 +145,7 @@ export async function loadModelExpected(name: TinyModelName): Promise<ModelExpec
 
 /**
  * The tiny model's weights in OUR layout (book names, Linear weights [in, out]), converted from its
- * HF-layout model.safetensors by this helper alone (independent of lib/weights.ts). With
+ * HF-layout model.safetensors by this helper alone (independent of lib/io/weights.ts). With
  * qkvBias false there are no W_query/W_key/W_value biases (the file's c_attn.bias is zeros).
  */
 export async function loadTinyParams(name: TinyModelName): Promise<Map<string, FloatTensor>> {

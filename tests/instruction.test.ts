@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { UserError } from "../lib/errors.ts";
+import { UserError } from "../lib/util/errors.ts";
 import {
   extractResponse,
   formatEntry,
@@ -12,7 +12,7 @@ import {
   splitData,
 } from "../lib/data/instruction.ts";
 import { InstructionDataset } from "../lib/data/instruction_dataset.ts";
-import { encode } from "../lib/tokenizer.ts";
+import { encode } from "../lib/data/tokenizer.ts";
 
 const DATA_PATH = new URL("../data/instruction-data.json", import.meta.url).pathname;
 const withInput: InstructionEntry = {

@@ -18,7 +18,7 @@ function notebook(): Notebook {
       {
         cell_type: "code",
         metadata: { execution: { "iopub.status.busy": "2026" } },
-        source: ['import { show } from "../lib/notebook.ts";\n', "const a = 1;\n"],
+        source: ['import { show } from "../lib/notebook/show.ts";\n', "const a = 1;\n"],
         outputs: [{ output_type: "stream", name: "stdout", text: ["1\n"] }],
         execution_count: 3,
       },
@@ -63,7 +63,7 @@ Deno.test("extractCode() concatenates code cells in order and maps lines back to
     firstLine: 8,
     lastLine: 8,
   }]);
-  assert.equal(lines[3], 'import { show } from "../../lib/notebook.ts";', "import rewritten");
+  assert.equal(lines[3], 'import { show } from "../../lib/notebook/show.ts";', "import rewritten");
   assert.equal(lines[7], "await show(a);");
   assert.deepEqual(cellOfLine(spans, 5), { cell: 2, line: 2 });
   assert.equal(cellOfLine(spans, 6), undefined);

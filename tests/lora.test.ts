@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/backend.ts";
-import { type GPTConfig, PRESETS } from "../lib/config.ts";
-import { UserError } from "../lib/errors.ts";
+import { type GPTConfig, PRESETS } from "../lib/model/config.ts";
+import { UserError } from "../lib/util/errors.ts";
 import {
   ADAPTER_CONFIG_FILE,
   ADAPTER_WEIGHTS_FILE,
@@ -21,10 +21,10 @@ import {
   replaceHeadWithClassifier,
   replaceLinearWithLora,
   saveAdapter,
-} from "../lib/lora.ts";
-import { GPTModel } from "../lib/model.ts";
-import { Linear } from "../lib/nn.ts";
-import { readSafetensors, writeSafetensors } from "../lib/safetensors.ts";
+} from "../lib/model/lora.ts";
+import { GPTModel } from "../lib/model/gpt.ts";
+import { Linear } from "../lib/model/nn.ts";
+import { readSafetensors, writeSafetensors } from "../lib/io/safetensors.ts";
 import { AdamW } from "../lib/train/adamw.ts";
 import { trainStep } from "../lib/train/train.ts";
 import {
@@ -32,7 +32,7 @@ import {
   loadWeightsInto,
   paramsToTensors,
   saveCheckpoint,
-} from "../lib/weights.ts";
+} from "../lib/io/weights.ts";
 
 await initBackend({ log: false });
 

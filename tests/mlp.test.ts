@@ -10,7 +10,7 @@ import {
   TOY_TEST,
   TOY_TRAIN,
   trainModel,
-} from "../lib/mlp.ts";
+} from "../lib/appendix_a/mlp.ts";
 import { useStockCpu } from "../lib/backend.ts";
 
 await useStockCpu();

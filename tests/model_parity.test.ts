@@ -7,10 +7,10 @@
 import * as tf from "@tensorflow/tfjs";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { initBackend } from "../lib/backend.ts";
-import { GPTModel } from "../lib/model.ts";
-import { generate } from "../lib/generate.ts";
+import { GPTModel } from "../lib/model/gpt.ts";
+import { generate } from "../lib/model/generate.ts";
 import { crossEntropy } from "../lib/train/loss.ts";
-import { loadCheckpoint, loadWeightsInto } from "../lib/weights.ts";
+import { loadCheckpoint, loadWeightsInto } from "../lib/io/weights.ts";
 import { assertAllClose, FIXTURES_DIR, loadModelExpected, type TinyModelName } from "./fixtures.ts";
 
 await initBackend({ log: false });

@@ -1,8 +1,8 @@
-/** lib/nn.ts pieces: fused GELU against its composite form, and the seeded dropout mask. */
+/** lib/model/nn.ts pieces: fused GELU against its composite form, and the seeded dropout mask. */
 import * as tf from "@tensorflow/tfjs";
 import assert from "node:assert/strict";
 import { initBackend } from "../lib/backend.ts";
-import { dropout, dropoutMask, gelu, SeedStream } from "../lib/nn.ts";
+import { dropout, dropoutMask, gelu, SeedStream } from "../lib/model/nn.ts";
 
 await initBackend({ log: false });
 
@@ -47,7 +47,7 @@ Deno.test("dropout() is the identity in eval mode and at rate 0", () => {
 
 Deno.test("assertFitsDevice() names a tensor larger than the device's binding limit (GPT-2's head on lavapipe)", async () => {
   const { assertFitsDevice } = await import("../lib/backend.ts");
-  const { parameterShapes, PRESETS } = await import("../lib/config.ts");
+  const { parameterShapes, PRESETS } = await import("../lib/model/config.ts");
   const lavapipe = {
     name: "webgpu" as const,
     detail: "llvmpipe",

@@ -11,7 +11,7 @@ import {
   saveSvg,
   tokenTicks,
   withXmlns,
-} from "../lib/plot.ts";
+} from "../lib/notebook/plot.ts";
 
 const history = {
   epochsSeen: [0.5, 1, 1.5, 2],

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { makeRng, shuffleInPlace } from "../lib/random.ts";
+import { makeRng, shuffleInPlace } from "../lib/util/random.ts";
 
 Deno.test("makeRng() gives the same numbers in [0, 1) for the same seed", () => {
   const a = makeRng(123);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { UserError } from "../lib/errors.ts";
+import { UserError } from "../lib/util/errors.ts";
 import {
   checkSafetensorsFile,
   parseSafetensors,
@@ -9,7 +9,7 @@ import {
   serializeSafetensors,
   type TensorMap,
   writeSafetensors,
-} from "../lib/safetensors.ts";
+} from "../lib/io/safetensors.ts";
 
 /** Builds a safetensors file by hand: header entries + raw data bytes, as another tool would. */
 function handMade(header: Record<string, unknown>, data: Uint8Array, pad = true): Uint8Array {

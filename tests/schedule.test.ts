@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { UserError } from "../lib/errors.ts";
+import { UserError } from "../lib/util/errors.ts";
 import {
   lrAt,
   lrSchedule,

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
-import { UserError } from "../lib/errors.ts";
+import { UserError } from "../lib/util/errors.ts";
 import {
   createDataloaderV1,
   GPTDatasetV1,
   TextDataLoader,
   trainValSplit,
 } from "../lib/data/text.ts";
-import { encode } from "../lib/tokenizer.ts";
+import { encode } from "../lib/data/tokenizer.ts";
 import { useStockCpu } from "../lib/backend.ts";
 
 await useStockCpu();

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
-import { timeMatmul, timeMatmulOnBackends } from "../lib/timing.ts";
+import { timeMatmul, timeMatmulOnBackends } from "../lib/appendix_a/timing.ts";
 import { useStockCpu } from "../lib/backend.ts";
 
 await useStockCpu();

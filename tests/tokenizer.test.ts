@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { decode, encode, END_OF_TEXT, VOCAB_SIZE } from "../lib/tokenizer.ts";
+import { decode, encode, END_OF_TEXT, VOCAB_SIZE } from "../lib/data/tokenizer.ts";
 
 Deno.test('encode("Hello, world") gives [15496, 11, 995]', () => {
   assert.deepEqual(encode("Hello, world"), [15496, 11, 995]);

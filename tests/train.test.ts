@@ -2,9 +2,9 @@
 import * as tf from "@tensorflow/tfjs";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { initBackend } from "../lib/backend.ts";
-import type { GPTConfig } from "../lib/config.ts";
+import type { GPTConfig } from "../lib/model/config.ts";
 import { GPTDatasetV1, TextDataLoader } from "../lib/data/text.ts";
-import { GPTModel } from "../lib/model.ts";
+import { GPTModel } from "../lib/model/gpt.ts";
 import { AdamW } from "../lib/train/adamw.ts";
 import { loadTrainingCheckpoint, saveTrainingCheckpoint } from "../lib/train/checkpoint.ts";
 import { trainModel, type TrainOptions } from "../lib/train/train.ts";

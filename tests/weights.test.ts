@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import type { GPTConfig } from "../lib/config.ts";
-import { UserError } from "../lib/errors.ts";
-import { GPTModel } from "../lib/model.ts";
-import { readSafetensors, type TensorMap, writeSafetensors } from "../lib/safetensors.ts";
+import type { GPTConfig } from "../lib/model/config.ts";
+import { UserError } from "../lib/util/errors.ts";
+import { GPTModel } from "../lib/model/gpt.ts";
+import { readSafetensors, type TensorMap, writeSafetensors } from "../lib/io/safetensors.ts";
 import {
   bookToHf,
   gptConfigFromHf,
@@ -16,7 +16,7 @@ import {
   readHfConfig,
   saveCheckpoint,
   transpose2d,
-} from "../lib/weights.ts";
+} from "../lib/io/weights.ts";
 import { useStockCpu } from "../lib/backend.ts";
 
 await useStockCpu();

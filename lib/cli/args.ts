@@ -3,7 +3,7 @@
  * error line for unknown flags or bad values.
  */
 import { parseArgs } from "node:util";
-import { UserError } from "../errors.ts";
+import { UserError } from "../util/errors.ts";
 
 /** One flag: its kind, default, and the help line. */
 export interface FlagSpec {

@@ -1,6 +1,6 @@
 /** `llm download`: fetch pretrained GPT-2 weights (or the Alpaca data) into the cache. */
-import { downloadAlpaca, downloadPretrained, PRETRAINED } from "../download.ts";
-import { UserError } from "../errors.ts";
+import { downloadAlpaca, downloadPretrained, PRETRAINED } from "../io/download.ts";
+import { UserError } from "../util/errors.ts";
 import type { Command } from "./args.ts";
 
 export const downloadCmd: Command = {

@@ -4,7 +4,7 @@
  * offline reference metric (ROUGE-L F1 and exact match against `output`), which is NOT the judge
  * score and is labelled so.
  */
-import { UserError } from "../errors.ts";
+import { UserError } from "../util/errors.ts";
 import {
   isOllamaReachable,
   loadResponseFile,

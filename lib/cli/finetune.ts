@@ -5,7 +5,7 @@
  */
 import { join } from "node:path";
 import { initBackend } from "../backend.ts";
-import { UserError } from "../errors.ts";
+import { UserError } from "../util/errors.ts";
 import {
   ALPACA_ADVICE,
   applyLora,
@@ -19,9 +19,9 @@ import {
   prepareInstructionData,
   resolveWeights,
   testResponsesPath,
-} from "../finetune.ts";
-import { LORA_SCALINGS, type LoraScaling, mergeLora, saveAdapter } from "../lora.ts";
-import type { GPTModel } from "../model.ts";
+} from "../train/finetune.ts";
+import { LORA_SCALINGS, type LoraScaling, mergeLora, saveAdapter } from "../model/lora.ts";
+import type { GPTModel } from "../model/gpt.ts";
 import { AdamW } from "../train/adamw.ts";
 import { loadTrainingCheckpoint, saveTrainingCheckpoint } from "../train/checkpoint.ts";
 import {
@@ -31,9 +31,9 @@ import {
   resolveResumeDir,
   writeMetrics,
   writePlots,
-} from "../train/run_folder.ts";
+} from "../train/run.ts";
 import { formatDuration, type TrainerState } from "../train/train.ts";
-import { paramsToTensors, saveCheckpoint } from "../weights.ts";
+import { paramsToTensors, saveCheckpoint } from "../io/weights.ts";
 import type { PromptTemplate } from "../data/instruction.ts";
 import type { Command, Flags } from "./args.ts";
 

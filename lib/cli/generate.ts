@@ -1,10 +1,10 @@
 /** `llm generate`: continue a prompt with a checkpoint (the book's generate). */
 import { initBackend } from "../backend.ts";
-import { generate } from "../generate.ts";
-import { decode, encode, END_OF_TEXT } from "../tokenizer.ts";
-import { UserError } from "../errors.ts";
+import { generate } from "../model/generate.ts";
+import { decode, encode, END_OF_TEXT } from "../data/tokenizer.ts";
+import { UserError } from "../util/errors.ts";
 import type { Command, Flags } from "./args.ts";
-import { loadBaseModel } from "../finetune.ts";
+import { loadBaseModel } from "../train/finetune.ts";
 
 export const generateCmd: Command = {
   name: "generate",

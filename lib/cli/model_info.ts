@@ -1,7 +1,7 @@
 /** `llm model-info`: the book's parameter counts and size of a preset, without allocating it. */
-import { countParams, PRESETS, resolveConfig } from "../config.ts";
-import { UserError } from "../errors.ts";
-import { countLoraParams } from "../lora.ts";
+import { countParams, PRESETS, resolveConfig } from "../model/config.ts";
+import { UserError } from "../util/errors.ts";
+import { countLoraParams } from "../model/lora.ts";
 import type { Command } from "./args.ts";
 
 export const modelInfo: Command = {

@@ -1,10 +1,10 @@
 /** `llm pretrain`: appendix D's training run on a text file, with a run folder and resume. */
 import { join } from "node:path";
 import { initBackend } from "../backend.ts";
-import { PRESETS, resolveConfig } from "../config.ts";
+import { PRESETS, resolveConfig } from "../model/config.ts";
 import { createDataloaderV1, trainValSplit } from "../data/text.ts";
-import { UserError } from "../errors.ts";
-import { GPTModel } from "../model.ts";
+import { UserError } from "../util/errors.ts";
+import { GPTModel } from "../model/gpt.ts";
 import { AdamW } from "../train/adamw.ts";
 import { loadTrainingCheckpoint, saveTrainingCheckpoint } from "../train/checkpoint.ts";
 import {
@@ -14,7 +14,7 @@ import {
   resolveResumeDir,
   writeMetrics,
   writePlots,
-} from "../train/run_folder.ts";
+} from "../train/run.ts";
 import { lrSchedule, warmupSteps } from "../train/schedule.ts";
 import { type TrainerState, trainModel } from "../train/train.ts";
 import type { Command, Flags } from "./args.ts";

@@ -15,8 +15,8 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { makeRng, type Rng, shuffleInPlace } from "../random.ts";
-import { END_OF_TEXT } from "../tokenizer.ts";
+import { makeRng, type Rng, shuffleInPlace } from "../util/random.ts";
+import { END_OF_TEXT } from "./tokenizer.ts";
 import type { InstructionItem } from "./instruction_dataset.ts";
 
 /** A batch element: plain token ids, or ids with the prompt length (for instruction masking). */

@@ -12,7 +12,7 @@
  * ```
  * @module
  */
-import { UserError } from "../errors.ts";
+import { UserError } from "../util/errors.ts";
 
 /** One instruction-following example, as in `instruction-data.json` and Stanford Alpaca. */
 export interface InstructionEntry {

@@ -10,7 +10,7 @@
  * ```
  * @module
  */
-import { gpt2Tokenizer, type Tokenizer } from "../tokenizer.ts";
+import { gpt2Tokenizer, type Tokenizer } from "./tokenizer.ts";
 import {
   formatInput,
   formatResponse,

@@ -18,9 +18,9 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { UserError } from "../errors.ts";
-import { makeRng, type Rng, shuffleInPlace } from "../random.ts";
-import { gpt2Tokenizer, type Tokenizer } from "../tokenizer.ts";
+import { UserError } from "../util/errors.ts";
+import { makeRng, type Rng, shuffleInPlace } from "../util/random.ts";
+import { gpt2Tokenizer, type Tokenizer } from "./tokenizer.ts";
 
 /** Window options of `GPTDatasetV1` (the book's `max_length` and `stride`). */
 export interface GPTDatasetV1Options {

@@ -4,8 +4,8 @@
  * carry no outputs. Runs every step, then exits 1 if any failed.
  */
 import { join } from "node:path";
-import { UserError } from "../errors.ts";
-import { writeTextAtomic } from "../fsutil.ts";
+import { UserError } from "../util/errors.ts";
+import { writeTextAtomic } from "../util/fs.ts";
 import { run } from "./proc.ts";
 import {
   cellOfLine,

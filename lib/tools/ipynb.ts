@@ -3,7 +3,7 @@
  * outputs, and turn code cells into one TypeScript module that `deno check` and `deno lint` read.
  */
 import { basename, dirname, join, relative, resolve } from "node:path";
-import { UserError } from "../errors.ts";
+import { UserError } from "../util/errors.ts";
 
 /** One cell of an nbformat 4 notebook (only the fields these tools use are typed). */
 export interface Cell {

@@ -5,7 +5,7 @@
  */
 import { parseArgs } from "node:util";
 import { basename, delimiter, join, resolve } from "node:path";
-import { UserError } from "../errors.ts";
+import { UserError } from "../util/errors.ts";
 import { cellSource, listNotebooks, readNotebook } from "./ipynb.ts";
 import { run } from "./proc.ts";
 

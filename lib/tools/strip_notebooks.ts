@@ -3,8 +3,8 @@
  * from notebooks in place (all of notebooks/ by default), so they can be committed clean.
  * A plain JSON edit: Jupyter is not needed.
  */
-import { UserError } from "../errors.ts";
-import { writeTextAtomic } from "../fsutil.ts";
+import { UserError } from "../util/errors.ts";
+import { writeTextAtomic } from "../util/fs.ts";
 import { formatNotebook, listNotebooks, readNotebook, stripNotebook } from "./ipynb.ts";
 
 const HELP = `Strip outputs and execution counts from notebooks, in place.

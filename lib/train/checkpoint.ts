@@ -6,12 +6,12 @@
  * interrupted save never leaves a half-written checkpoint.
  */
 import { join } from "node:path";
-import type { GPTConfig } from "../config.ts";
-import { UserError } from "../errors.ts";
-import { exists, writeTextAtomic } from "../fsutil.ts";
-import type { GPTModel } from "../model.ts";
-import { readSafetensors, type TensorMap, writeSafetensors } from "../safetensors.ts";
-import { loadCheckpoint, loadWeightsInto, paramsToTensors, saveCheckpoint } from "../weights.ts";
+import type { GPTConfig } from "../model/config.ts";
+import { UserError } from "../util/errors.ts";
+import { exists, writeTextAtomic } from "../util/fs.ts";
+import type { GPTModel } from "../model/gpt.ts";
+import { readSafetensors, type TensorMap, writeSafetensors } from "../io/safetensors.ts";
+import { loadCheckpoint, loadWeightsInto, paramsToTensors, saveCheckpoint } from "../io/weights.ts";
 import type { AdamW, AdamWStateDict } from "./adamw.ts";
 import type { TrainerState } from "./train.ts";
 

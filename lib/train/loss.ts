@@ -3,7 +3,7 @@
  * Never builds a one-hot of the 50,257-wide vocabulary: it picks each target's logit by index.
  */
 import * as tf from "@tensorflow/tfjs";
-import type { GPTModel } from "../model.ts";
+import type { GPTModel } from "../model/gpt.ts";
 
 /** PyTorch's default ignore_index: targets equal to it do not count. */
 export const IGNORE_INDEX = -100;

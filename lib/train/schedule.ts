@@ -15,7 +15,7 @@
  * ```
  * @module
  */
-import { UserError } from "../errors.ts";
+import { UserError } from "../util/errors.ts";
 
 /** Options of the warmup + cosine-decay schedule (the book's names in camelCase). */
 export interface CosineScheduleOptions {

@@ -4,9 +4,9 @@
  * every epoch, progress with tokens/s and ETA, checkpoints, and an AbortSignal to stop cleanly.
  */
 import * as tf from "@tensorflow/tfjs";
-import type { GPTModel } from "../model.ts";
-import { decode, encode } from "../tokenizer.ts";
-import { generate } from "../generate.ts";
+import type { GPTModel } from "../model/gpt.ts";
+import { decode, encode } from "../data/tokenizer.ts";
+import { generate } from "../model/generate.ts";
 import type { AdamW } from "./adamw.ts";
 import { clipGradNormInPlace } from "./clip.ts";
 import { type Batch, calcLossBatch, calcLossLoader, type DataLoader } from "./loss.ts";

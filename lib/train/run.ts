@@ -3,9 +3,9 @@
  * and the training checkpoint in DIR/checkpoint. Shared by `pretrain` and `finetune`.
  */
 import { join } from "node:path";
-import { UserError } from "../errors.ts";
-import { exists, writeTextAtomic } from "../fsutil.ts";
-import { type LossHistory, lossPlot, lrPlot, saveSvg } from "../plot.ts";
+import { UserError } from "../util/errors.ts";
+import { exists, writeTextAtomic } from "../util/fs.ts";
+import { type LossHistory, lossPlot, lrPlot, saveSvg } from "../notebook/plot.ts";
 import type { EvalRecord, TrainHistory } from "./train.ts";
 
 export const CHECKPOINT_DIR = "checkpoint";

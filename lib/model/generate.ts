@@ -4,8 +4,8 @@
  * A key/value cache makes each new token cost one position instead of the whole context.
  */
 import * as tf from "@tensorflow/tfjs";
-import { disposeCaches, type GPTModel, type LayerCache } from "./model.ts";
-import { makeRng } from "./random.ts";
+import { disposeCaches, type GPTModel, type LayerCache } from "./gpt.ts";
+import { makeRng } from "../util/random.ts";
 
 /** Options of `generate`, with the book's defaults. */
 export interface GenerateOptions {

@@ -3,9 +3,9 @@
  * DataLoader, a plain SGD training loop and accuracy, plus the autograd example of section A.4.
  */
 import * as tf from "@tensorflow/tfjs";
-import { Linear, Module, SeedStream } from "./nn.ts";
-import { makeRng, type Rng, shuffleInPlace } from "./random.ts";
-import { crossEntropy } from "./train/loss.ts";
+import { Linear, Module, SeedStream } from "../model/nn.ts";
+import { makeRng, type Rng, shuffleInPlace } from "../util/random.ts";
+import { crossEntropy } from "../train/loss.ts";
 
 /** A plain ordered container, so parameter names read like torch.nn.Sequential's `layers.0.weight`. */
 class Sequential extends Module {}

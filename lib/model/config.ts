@@ -2,7 +2,7 @@
  * GPT configurations: the book's GPT_CONFIG_124M and the four OpenAI GPT-2 sizes.
  * Presets are plain data; `resolveConfig` applies overrides.
  */
-import { UserError } from "./errors.ts";
+import { UserError } from "../util/errors.ts";
 
 /** The hyper-parameters of a GPTModel (the book's cfg dict, in camelCase). */
 export interface GPTConfig {

@@ -10,7 +10,7 @@
  * ```ts
  * import { loadCheckpoint, loadWeightsInto } from "./weights.ts";
  * import { downloadPretrained } from "./download.ts";
- * import { GPTModel } from "./model.ts";
+ * import { GPTModel } from "../model/gpt.ts";
  * const { config, tensors } = await loadCheckpoint(await downloadPretrained("gpt2-small"));
  * const model = new GPTModel({ ...config, dropRate: 0 });
  * loadWeightsInto(model, tensors);
@@ -19,9 +19,9 @@
  */
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
-import { type GPTConfig, validateConfig } from "./config.ts";
-import { UserError } from "./errors.ts";
-import { exists, writeTextAtomic } from "./fsutil.ts";
+import { type GPTConfig, validateConfig } from "../model/config.ts";
+import { UserError } from "../util/errors.ts";
+import { exists, writeTextAtomic } from "../util/fs.ts";
 import {
   readSafetensors,
   type TensorData,

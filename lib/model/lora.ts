@@ -26,11 +26,11 @@
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { type GPTConfig, parameterShapes } from "./config.ts";
-import { UserError } from "./errors.ts";
-import { exists, writeTextAtomic } from "./fsutil.ts";
-import { GPTModel } from "./model.ts";
+import { UserError } from "../util/errors.ts";
+import { exists, writeTextAtomic } from "../util/fs.ts";
+import { GPTModel } from "./gpt.ts";
 import { dropout, Linear, type LinearLike, Module, SeedStream } from "./nn.ts";
-import { readSafetensors, type TensorMap, writeSafetensors } from "./safetensors.ts";
+import { readSafetensors, type TensorMap, writeSafetensors } from "../io/safetensors.ts";
 
 /** How `alpha` turns into the factor of the update: see the module notes (erratum). */
 export type LoraScaling = "alpha/rank" | "alpha";

@@ -20,7 +20,7 @@
  * @module
  */
 import { join } from "node:path";
-import { type GPTConfig, PRESETS } from "./config.ts";
+import { type GPTConfig, PRESETS } from "../model/config.ts";
 import {
   extractResponse,
   formatInput,
@@ -28,34 +28,39 @@ import {
   loadInstructionFile,
   type PromptTemplate,
   splitData,
-} from "./data/instruction.ts";
-import { InstructionDataset } from "./data/instruction_dataset.ts";
-import { InstructionLoader } from "./data/collate.ts";
+} from "../data/instruction.ts";
+import { InstructionDataset } from "../data/instruction_dataset.ts";
+import { InstructionLoader } from "../data/collate.ts";
 import {
   ALPACA_URL,
   defaultCacheDir,
   downloadAlpaca,
   downloadPretrained,
   PRETRAINED,
-} from "./download.ts";
-import { UserError } from "./errors.ts";
-import { exists, writeTextAtomic } from "./fsutil.ts";
-import { generate } from "./generate.ts";
-import type { ResponseEntry } from "./judge.ts";
-import { countTrainable, freezeAll, type LoraScaling, replaceLinearWithLora } from "./lora.ts";
-import { GPTModel } from "./model.ts";
-import { checkSafetensorsFile } from "./safetensors.ts";
-import { decode, encode, END_OF_TEXT, type Tokenizer } from "./tokenizer.ts";
-import { AdamW } from "./train/adamw.ts";
-import { warmupSteps as warmupStepsOf } from "./train/schedule.ts";
+} from "../io/download.ts";
+import { UserError } from "../util/errors.ts";
+import { exists, writeTextAtomic } from "../util/fs.ts";
+import { generate } from "../model/generate.ts";
+import type { ResponseEntry } from "../judge.ts";
+import {
+  countTrainable,
+  freezeAll,
+  type LoraScaling,
+  replaceLinearWithLora,
+} from "../model/lora.ts";
+import { GPTModel } from "../model/gpt.ts";
+import { checkSafetensorsFile } from "../io/safetensors.ts";
+import { decode, encode, END_OF_TEXT, type Tokenizer } from "../data/tokenizer.ts";
+import { AdamW } from "./adamw.ts";
+import { warmupSteps as warmupStepsOf } from "./schedule.ts";
 import {
   type EvalRecord,
   type TrainerState,
   type TrainHistory,
   trainModel,
   type TrainResult,
-} from "./train/train.ts";
-import { loadCheckpoint, loadWeightsInto, readHfConfig } from "./weights.ts";
+} from "./train.ts";
+import { loadCheckpoint, loadWeightsInto, readHfConfig } from "../io/weights.ts";
 
 /** The book's finetuning settings (chapter 7.6). */
 export const FINETUNE_DEFAULTS = {

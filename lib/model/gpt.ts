@@ -5,7 +5,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { type GPTConfig, parameterShapes, validateConfig } from "./config.ts";
-import { assertFitsDevice } from "./backend.ts";
+import { assertFitsDevice } from "../backend.ts";
 import {
   dropout,
   Embedding,

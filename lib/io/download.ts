@@ -17,8 +17,8 @@
  */
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { UserError } from "./errors.ts";
-import { exists } from "./fsutil.ts";
+import { UserError } from "../util/errors.ts";
+import { exists } from "../util/fs.ts";
 import { checkSafetensorsFile } from "./safetensors.ts";
 
 /** OpenAI's GPT-2 sizes and their Hugging Face repositories. */

@@ -7,9 +7,9 @@
  */
 import * as Plot from "@observablehq/plot";
 import { parseHTML } from "linkedom";
-import { UserError } from "./errors.ts";
-import { writeTextAtomic } from "./fsutil.ts";
-import { inJupyter, jupyterKernel } from "./notebook.ts";
+import { UserError } from "../util/errors.ts";
+import { writeTextAtomic } from "../util/fs.ts";
+import { inJupyter, jupyterKernel } from "./show.ts";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 /** Observable Plot's "observable10" scheme: the default categorical colours. */

@@ -18,7 +18,7 @@
  * @module
  */
 import { basename, dirname } from "node:path";
-import { UserError } from "./errors.ts";
+import { UserError } from "../util/errors.ts";
 
 /** One tensor in memory: its shape and its values, row-major. */
 export interface TensorData {
@@ -556,7 +556,7 @@ export async function writeSafetensors(
 ): Promise<void> {
   const header = buildHeader(tensors, metadata);
   await Deno.mkdir(dirname(path), { recursive: true });
-  // Same scheme as lib/fsutil.ts writeFileAtomic, but written chunk by chunk.
+  // Same scheme as lib/util/fs.ts writeFileAtomic, but written chunk by chunk.
   const tmp = `${path}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}.tmp`;
   try {
     {
