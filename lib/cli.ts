@@ -1,9 +1,11 @@
 /**
- * `deno task llm <command> [--flags]`: the library's command-line face. Failures print one line
- * (`error: ...`) on stderr and exit 1.
+ * `deno task llm <command> [--flags]`: the library's command-line face, and its error boundary.
+ * Bad input and faults of the environment (a full disk, a read-only folder, a missing file) print
+ * one line (`error: ...`) on stderr and exit 1; a run stopped by SIGINT/SIGTERM exits 130/143; any
+ * other error is a bug: one "internal error" line and exit 70, the stack only with LLM_DEBUG=1.
  */
 import { type Command, parseFlags } from "./cli/args.ts";
-import { UserError } from "./util/errors.ts";
+import { describeFsError, ExitCode, UserError } from "./util/errors.ts";
 import { modelInfo } from "./cli/model_info.ts";
 import { generateCmd } from "./cli/generate.ts";
 import { downloadCmd } from "./cli/download.ts";
@@ -48,12 +50,31 @@ export async function main(argv: string[]): Promise<number> {
     if (flags) await cmd.run(flags);
     return 0;
   } catch (err) {
-    if (err instanceof UserError) {
-      console.error(`error: ${err.message}`);
-      return 1;
-    }
-    throw err;
+    return reportError(err);
   }
+}
+
+/** Exit code of an error that is a bug (BSD's EX_SOFTWARE). */
+export const INTERNAL_ERROR_EXIT = 70;
+
+/** Prints an error the way the CLI promises and returns the exit code. */
+export function reportError(err: unknown): number {
+  if (err instanceof ExitCode) return err.code;
+  const user = describeFsError(err, "file system");
+  if (user instanceof UserError) {
+    console.error(`error: ${user.message}`);
+    return 1;
+  }
+  const e = err instanceof Error ? err : new Error(String(err));
+  if (Deno.env.get("LLM_DEBUG") === "1") {
+    console.error(e.stack ?? String(e));
+  } else {
+    console.error(
+      `error: internal error: ${e.name}: ${e.message.split("\n")[0]} ` +
+        "(a bug; run again with LLM_DEBUG=1 for the stack trace, and please report it)",
+    );
+  }
+  return INTERNAL_ERROR_EXIT;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

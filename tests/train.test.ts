@@ -2,63 +2,13 @@
 import * as tf from "@tensorflow/tfjs";
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { initBackend } from "../lib/backend.ts";
-import type { GPTConfig } from "../lib/model/config.ts";
-import { GPTDatasetV1, TextDataLoader } from "../lib/data/text.ts";
-import { GPTModel } from "../lib/model/gpt.ts";
-import { AdamW } from "../lib/train/adamw.ts";
 import { loadTrainingCheckpoint, saveTrainingCheckpoint } from "../lib/train/checkpoint.ts";
-import { trainModel, type TrainOptions } from "../lib/train/train.ts";
+import { trainModel } from "../lib/train/train.ts";
+import { tinyOptions, tinySetup } from "./run_helpers.ts";
 
 await initBackend({ log: false });
 
-const CONFIG: GPTConfig = {
-  vocabSize: 64,
-  contextLength: 8,
-  embDim: 16,
-  nHeads: 2,
-  nLayers: 2,
-  dropRate: 0.1,
-  qkvBias: false,
-};
-const charTokenizer = {
-  encode: (t: string) => [...t].map((c) => c.charCodeAt(0) % 64),
-  decode: (ids: Iterable<number>) => [...ids].map((i) => String.fromCharCode(i + 32)).join(""),
-};
-const TEXT = "the quick brown fox jumps over the lazy dog; ".repeat(4);
-
-function setup(seed = 123) {
-  const loader = (text: string, shuffle: boolean) =>
-    new TextDataLoader(
-      GPTDatasetV1.fromText(text, { maxLength: 8, stride: 8, tokenizer: charTokenizer }),
-      { batchSize: 2, shuffle, dropLast: shuffle, seed: 7 },
-    );
-  const model = new GPTModel(CONFIG, { seed });
-  const optimizer = new AdamW(model.namedParameters(), { lr: 1e-3, weightDecay: 0.1 });
-  return {
-    model,
-    optimizer,
-    trainLoader: loader(TEXT.slice(0, 150), true),
-    valLoader: loader(TEXT.slice(150), false),
-  };
-}
-
-function options(s: ReturnType<typeof setup>, extra: Partial<TrainOptions> = {}): TrainOptions {
-  return {
-    trainLoader: s.trainLoader,
-    valLoader: s.valLoader,
-    optimizer: s.optimizer,
-    numEpochs: 2,
-    evalFreq: 2,
-    evalIter: 1,
-    peakLr: 1e-2,
-    initialLr: 1e-4,
-    minLr: 1e-4,
-    warmupSteps: 3,
-    progressEverySeconds: 0,
-    log: () => {},
-    ...extra,
-  };
-}
+const setup = tinySetup, options = tinyOptions;
 
 Deno.test("a run resumed from a mid-epoch checkpoint gives exactly the losses of an uninterrupted run", async () => {
   const dir = await Deno.makeTempDir();

@@ -17,8 +17,9 @@
  * ```
  * @module
  */
-import { basename, dirname } from "node:path";
+import { basename } from "node:path";
 import { UserError } from "../util/errors.ts";
+import { writeAll, writeAtomicWith } from "../util/fs.ts";
 
 /** One tensor in memory: its shape and its values, row-major. */
 export interface TensorData {
@@ -555,23 +556,8 @@ export async function writeSafetensors(
   metadata?: Record<string, string>,
 ): Promise<void> {
   const header = buildHeader(tensors, metadata);
-  await Deno.mkdir(dirname(path), { recursive: true });
-  // Same scheme as lib/util/fs.ts writeFileAtomic, but written chunk by chunk.
-  const tmp = `${path}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}.tmp`;
-  try {
-    {
-      using file = await Deno.open(tmp, { write: true, create: true, truncate: true });
-      await writeAll(file, header);
-      for (const t of tensors.values()) await writeAll(file, f32Bytes(t.data));
-    }
-    await Deno.rename(tmp, path);
-  } catch (err) {
-    await Deno.remove(tmp).catch(() => {});
-    throw err;
-  }
-}
-
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.length) done += await file.write(bytes.subarray(done));
+  await writeAtomicWith(path, async (file) => {
+    await writeAll(file, header);
+    for (const t of tensors.values()) await writeAll(file, f32Bytes(t.data));
+  });
 }

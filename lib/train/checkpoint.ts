@@ -2,13 +2,16 @@
  * Training checkpoints: the model in the Hugging Face GPT-2 layout (config.json +
  * model.safetensors, loadable by other tools), and beside it the optimizer's moments
  * (optimizer.safetensors) and the trainer's state (trainer_state.json: step, epoch, shuffle and
- * dropout state, history, run settings). The folder is written whole, then swapped in, so an
- * interrupted save never leaves a half-written checkpoint.
+ * dropout state, history, run settings). The folder is written whole as DIR.partial (each file
+ * fsynced, trainer_state.json last: its presence marks a complete checkpoint), then swapped in
+ * (DIR -> DIR.old, DIR.partial -> DIR, drop DIR.old). A kill at any point leaves at least one
+ * complete checkpoint among DIR, DIR.partial and DIR.old; `recoverCheckpoint` puts the newest
+ * back as DIR.
  */
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import type { GPTConfig } from "../model/config.ts";
 import { UserError } from "../util/errors.ts";
-import { exists, writeTextAtomic } from "../util/fs.ts";
+import { exists, syncDir, writeTextAtomic } from "../util/fs.ts";
 import type { GPTModel } from "../model/gpt.ts";
 import { readSafetensors, type TensorMap, writeSafetensors } from "../io/safetensors.ts";
 import { loadCheckpoint, loadWeightsInto, paramsToTensors, saveCheckpoint } from "../io/weights.ts";
@@ -40,6 +43,29 @@ export async function saveTrainingCheckpoint(
 ): Promise<void> {
   const partial = `${dir}.partial`;
   await Deno.remove(partial, { recursive: true }).catch(() => {});
+  try {
+    await writeCheckpointFiles(partial, model, optimizer, trainer, settings);
+  } catch (err) {
+    // A full disk or a kill must not leave a large half-written folder behind.
+    await Deno.remove(partial, { recursive: true }).catch(() => {});
+    throw err;
+  }
+  // Swap the finished folder in: old -> .old, partial -> dir, drop .old.
+  const old = `${dir}.old`;
+  await Deno.remove(old, { recursive: true }).catch(() => {});
+  if (await exists(dir)) await Deno.rename(dir, old);
+  await Deno.rename(partial, dir);
+  await syncDir(dirname(dir));
+  await Deno.remove(old, { recursive: true }).catch(() => {});
+}
+
+async function writeCheckpointFiles(
+  partial: string,
+  model: GPTModel,
+  optimizer: AdamW,
+  trainer: TrainerState,
+  settings: Record<string, unknown>,
+): Promise<void> {
   const all = await paramsToTensors(model);
   // A LoRA-wrapped linear keeps its frozen weight under `X.linear.weight`: store it as `X.weight`.
   const plain = new Map([...all].filter(([n]) => !isExtra(n)).map(([n, t]) => [baseName(n), t]));
@@ -63,13 +89,64 @@ export async function saveTrainingCheckpoint(
     optimizer: { ...hyper, steps },
     settings,
   };
+  // Last: its presence marks the folder complete.
   await writeTextAtomic(join(partial, STATE_FILE), JSON.stringify(file) + "\n");
-  // Swap the finished folder in: old -> .old, partial -> dir, drop .old.
-  const old = `${dir}.old`;
-  await Deno.remove(old, { recursive: true }).catch(() => {});
-  if (await exists(dir)) await Deno.rename(dir, old);
-  await Deno.rename(partial, dir);
-  await Deno.remove(old, { recursive: true }).catch(() => {});
+}
+
+/** A complete checkpoint found on disk. */
+export interface FoundCheckpoint {
+  path: string;
+  /** Optimizer steps it holds. */
+  step: number;
+}
+
+/** The step of a complete checkpoint folder, or null when it is missing or incomplete. */
+async function completeStep(path: string): Promise<number | null> {
+  for (const f of ["config.json", "model.safetensors", OPTIMIZER_FILE]) {
+    if (!(await exists(join(path, f)))) return null;
+  }
+  try {
+    const step = JSON.parse(await Deno.readTextFile(join(path, STATE_FILE)))?.trainer?.step;
+    return typeof step === "number" ? step : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The newest complete checkpoint among `dir`, `dir.partial` and `dir.old` (what a kill during a
+ * save can leave), or null. Reads only.
+ */
+export async function findCheckpoint(dir: string): Promise<FoundCheckpoint | null> {
+  let best: FoundCheckpoint | null = null;
+  for (const path of [dir, `${dir}.partial`, `${dir}.old`]) {
+    const step = await completeStep(path);
+    if (step !== null && (best === null || step > best.step)) best = { path, step };
+  }
+  return best;
+}
+
+/**
+ * Puts the newest complete checkpoint back as `dir` and removes the other copies (incomplete
+ * ones, e.g. a `.partial` cut short by a full disk, included). Returns it, with `recoveredFrom`
+ * naming the copy it came from when that was not `dir`; null when there is none.
+ */
+export async function recoverCheckpoint(
+  dir: string,
+): Promise<(FoundCheckpoint & { recoveredFrom?: string }) | null> {
+  const found = await findCheckpoint(dir);
+  if (found && found.path !== dir) {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await Deno.rename(found.path, dir);
+    await syncDir(dirname(dir));
+  }
+  for (const other of [`${dir}.partial`, `${dir}.old`]) {
+    await Deno.remove(other, { recursive: true }).catch(() => {});
+  }
+  if (!found) return null;
+  return found.path === dir
+    ? { path: dir, step: found.step }
+    : { path: dir, step: found.step, recoveredFrom: basename(found.path) };
 }
 
 /** LoRA's A and B have no place in the GPT-2 layout. */

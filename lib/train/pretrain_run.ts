@@ -1,0 +1,244 @@
+/**
+ * Appendix D's pretraining run on a text file, in a run folder: what `llm pretrain` does, callable
+ * from a notebook. `planPretraining` is the dry run (sizes and the LR schedule, nothing trained).
+ *
+ * @example
+ * ```ts
+ * const r = await runPretraining({ data: "data/the-verdict.txt", out: "build/run", model: "gpt-tiny" });
+ * console.log(r.history.evals.at(-1)); // the last evaluation
+ * ```
+ */
+import { initBackend } from "../backend.ts";
+import { type GPTConfig, resolveConfig } from "../model/config.ts";
+import { GPTModel } from "../model/gpt.ts";
+import { createDataloaderV1, trainValSplit } from "../data/text.ts";
+import { readUtf8File } from "../util/utf8.ts";
+import { UserError } from "../util/errors.ts";
+import { AdamW } from "./adamw.ts";
+import { CHECKPOINT_DIR, RunFolder } from "./run.ts";
+import { lrSchedule, warmupSteps } from "./schedule.ts";
+import { dataHash, type RunSettings } from "./settings.ts";
+import { trainModel, type TrainResult } from "./train.ts";
+
+/** Options of a pretraining run, with appendix D.4's values as defaults. */
+export interface PretrainRunOptions {
+  /** UTF-8 text file (90% train / 10% validation by characters). */
+  data: string;
+  /** The run folder (not needed for a plan). */
+  out?: string;
+  /** Continue the run saved in this folder. */
+  resume?: string;
+  /** A preset name (default "gpt-124m-book"). */
+  model?: string;
+  contextLength?: number;
+  epochs?: number;
+  batchSize?: number;
+  initialLr?: number;
+  peakLr?: number;
+  minLr?: number;
+  /** Share of the steps spent warming up, in [0, 1] (book: 0.2). */
+  warmupFraction?: number;
+  maxGradNorm?: number;
+  weightDecay?: number;
+  evalFreq?: number;
+  evalIter?: number;
+  seed?: number;
+  checkpointEvery?: number;
+  /** Prompt of the greedy sample after each epoch. */
+  startContext?: string;
+  /** Stop on SIGINT/SIGTERM with a checkpoint (the CLI). */
+  handleSignals?: boolean;
+  /** A caller's stop signal (a notebook's stop button). */
+  signal?: AbortSignal;
+  /** Where the loop's lines go (default console.log) and one-line notes (console.error). */
+  log?: (line: string) => void;
+  note?: (line: string) => void;
+}
+
+/** Appendix D.4's settings. */
+export const PRETRAIN_DEFAULTS = {
+  model: "gpt-124m-book",
+  epochs: 15,
+  batchSize: 2,
+  initialLr: 1e-5,
+  peakLr: 1e-3,
+  minLr: 1e-5,
+  warmupFraction: 0.2,
+  maxGradNorm: 1.0,
+  weightDecay: 0.1,
+  evalFreq: 5,
+  evalIter: 1,
+  seed: 123,
+  startContext: "Every effort moves you",
+} as const;
+
+/** More steps than any run on this code will take (GPT-124M: ~150 years at 5 s a step). */
+export const MAX_TOTAL_STEPS = 1e9;
+
+type Resolved =
+  & Required<
+    Omit<
+      PretrainRunOptions,
+      "contextLength" | "checkpointEvery" | "resume" | "out" | "signal" | "log" | "note"
+    >
+  >
+  & PretrainRunOptions;
+
+function withDefaults(o: PretrainRunOptions): Resolved {
+  const r = { ...PRETRAIN_DEFAULTS, handleSignals: false, ...stripUndefined(o) } as Resolved;
+  if (!(r.warmupFraction >= 0 && r.warmupFraction <= 1)) {
+    throw new UserError(`--warmup-fraction must be in [0, 1] (got ${r.warmupFraction})`);
+  }
+  if (!(r.weightDecay >= 0)) {
+    throw new UserError(`--weight-decay must be >= 0 (got ${r.weightDecay})`);
+  }
+  return r;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+async function prepare(o: Resolved) {
+  const config: GPTConfig = resolveConfig(o.model, { contextLength: o.contextLength });
+  const text = await readUtf8File(o.data, "--data");
+  const { trainText, valText } = trainValSplit(text, 0.9);
+  const ctx = config.contextLength, seed = o.seed, batchSize = o.batchSize;
+  const loader = (t: string, train: boolean) =>
+    createDataloaderV1(t, {
+      batchSize,
+      maxLength: ctx,
+      stride: ctx,
+      shuffle: train,
+      dropLast: train,
+      seed,
+    });
+  const trainLoader = loader(trainText, true), valLoader = loader(valText, false);
+  const totalSteps = trainLoader.length * o.epochs;
+  if (totalSteps > MAX_TOTAL_STEPS) {
+    throw new UserError(
+      `--epochs ${o.epochs} gives ${totalSteps.toExponential(2)} steps ` +
+        `(${trainLoader.length} batches per epoch); at most ${MAX_TOTAL_STEPS.toExponential(0)}`,
+    );
+  }
+  const warmup = warmupSteps(totalSteps, o.warmupFraction);
+  return { config, text, trainLoader, valLoader, totalSteps, warmup };
+}
+
+/** The dry run: sizes, steps and the whole LR schedule, as `pretrain --dry-run` prints it. */
+export async function planPretraining(options: PretrainRunOptions) {
+  const o = withDefaults(options);
+  const { trainLoader, valLoader, totalSteps, warmup } = await prepare(o);
+  if (totalSteps > 1e7) {
+    throw new UserError(
+      `--dry-run prints every step's LR; ${totalSteps.toExponential(2)} steps are too many to list`,
+    );
+  }
+  return {
+    batchesPerEpoch: trainLoader.length,
+    valBatches: valLoader.length,
+    totalSteps,
+    warmupSteps: warmup,
+    trainTokens: trainLoader.numTokens,
+    valTokens: valLoader.numTokens,
+    lrs: lrSchedule({ ...o, warmupSteps: warmup, totalSteps }),
+  };
+}
+
+/** What a pretraining run returns. */
+export interface PretrainRunResult {
+  history: TrainResult;
+  /** The run folder. */
+  out: string;
+  /** True when a signal stopped the run (a checkpoint was saved). */
+  stopped: boolean;
+  /** 0, or 130/143 when SIGINT/SIGTERM stopped it. */
+  exitCode: number;
+  model: GPTModel;
+}
+
+/** The settings of a pretraining run that change its result (see settings.ts). */
+function pretrainSettings(o: Resolved, config: GPTConfig, hash: string): RunSettings {
+  return {
+    command: "pretrain",
+    data: o.data,
+    dataHash: hash,
+    limit: null,
+    template: null,
+    maskInstruction: null,
+    allowedMaxLength: null,
+    model: config,
+    weights: null,
+    epochs: o.epochs,
+    batchSize: o.batchSize,
+    seed: o.seed,
+    initialLr: o.initialLr,
+    peakLr: o.peakLr,
+    minLr: o.minLr,
+    warmupFraction: o.warmupFraction,
+    maxGradNorm: o.maxGradNorm,
+    weightDecay: o.weightDecay,
+    evalFreq: o.evalFreq,
+    evalIter: o.evalIter,
+    loraRank: null,
+    loraAlpha: null,
+    loraScaling: null,
+  };
+}
+
+/** Appendix D.4's run in a run folder: fresh or resumed, stopped cleanly by a signal. */
+export async function runPretraining(options: PretrainRunOptions): Promise<PretrainRunResult> {
+  const o = withDefaults(options);
+  const note = o.note ?? console.error;
+  const { config, text, trainLoader, valLoader, totalSteps, warmup } = await prepare(o);
+  const run = await RunFolder.open({
+    dir: o.out,
+    resume: o.resume,
+    settings: pretrainSettings(o, config, await dataHash(text)),
+    handleSignals: o.handleSignals,
+    signal: o.signal,
+    log: note,
+  });
+  try {
+    await initBackend();
+    const model = new GPTModel(config, { seed: o.seed });
+    const optimizer = new AdamW(model.namedParameters(), {
+      lr: o.peakLr,
+      weightDecay: o.weightDecay,
+    });
+    await run.checkSpace(model);
+    const resumeFrom = await run.restore(model, optimizer, totalSteps);
+    note(
+      `training ${model.numParams().toLocaleString("en-US")} parameters: ` +
+        `${trainLoader.length} batches x ${o.epochs} epochs = ${totalSteps} steps ` +
+        `(warmup ${warmup}), ${valLoader.length} validation batch(es)`,
+    );
+    const history = await trainModel(model, {
+      trainLoader,
+      valLoader,
+      optimizer,
+      numEpochs: o.epochs,
+      evalFreq: o.evalFreq,
+      evalIter: o.evalIter,
+      startContext: o.startContext,
+      initialLr: o.initialLr,
+      peakLr: o.peakLr,
+      minLr: o.minLr,
+      warmupSteps: warmup,
+      maxGradNorm: o.maxGradNorm,
+      resumeFrom,
+      checkpointEvery: o.checkpointEvery,
+      log: o.log,
+      ...run.hooks(model, optimizer),
+    });
+    await run.finish(history, trainLoader.length);
+    note(
+      history.stopped
+        ? `interrupted at step ${history.state.step}: checkpoint saved; continue with --resume ${run.dir}`
+        : `done: ${run.dir}/metrics.jsonl, lr.svg, loss.svg, ${CHECKPOINT_DIR}/ (HF GPT-2 layout)`,
+    );
+    return { history, out: run.dir, stopped: history.stopped, exitCode: run.exitCode, model };
+  } finally {
+    await run.close();
+  }
+}

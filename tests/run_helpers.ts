@@ -1,0 +1,91 @@
+/** A tiny model, loaders and settings for run-folder tests (fast: a few KB per checkpoint). */
+import type { GPTConfig } from "../lib/model/config.ts";
+import { GPTDatasetV1, TextDataLoader } from "../lib/data/text.ts";
+import { GPTModel } from "../lib/model/gpt.ts";
+import { AdamW } from "../lib/train/adamw.ts";
+import type { RunSettings } from "../lib/train/settings.ts";
+import type { TrainOptions } from "../lib/train/train.ts";
+
+export const TINY: GPTConfig = {
+  vocabSize: 64,
+  contextLength: 8,
+  embDim: 16,
+  nHeads: 2,
+  nLayers: 2,
+  dropRate: 0.1,
+  qkvBias: false,
+};
+
+const charTokenizer = {
+  encode: (t: string) => [...t].map((c) => c.charCodeAt(0) % 64),
+  decode: (ids: Iterable<number>) => [...ids].map((i) => String.fromCharCode(i + 32)).join(""),
+};
+const TEXT = "the quick brown fox jumps over the lazy dog; ".repeat(4);
+
+/** A fresh model, optimizer and loaders (9 train batches per epoch). */
+export function tinySetup(seed = 123) {
+  const loader = (text: string, shuffle: boolean) =>
+    new TextDataLoader(
+      GPTDatasetV1.fromText(text, { maxLength: 8, stride: 8, tokenizer: charTokenizer }),
+      { batchSize: 2, shuffle, dropLast: shuffle, seed: 7 },
+    );
+  const model = new GPTModel(TINY, { seed });
+  const optimizer = new AdamW(model.namedParameters(), { lr: 1e-3, weightDecay: 0.1 });
+  return {
+    model,
+    optimizer,
+    trainLoader: loader(TEXT.slice(0, 150), true),
+    valLoader: loader(TEXT.slice(150), false),
+  };
+}
+
+/** trainModel options for tinySetup: 2 epochs, quiet. */
+export function tinyOptions(
+  s: ReturnType<typeof tinySetup>,
+  extra: Partial<TrainOptions> = {},
+): TrainOptions {
+  return {
+    trainLoader: s.trainLoader,
+    valLoader: s.valLoader,
+    optimizer: s.optimizer,
+    numEpochs: 2,
+    evalFreq: 2,
+    evalIter: 1,
+    peakLr: 1e-2,
+    initialLr: 1e-4,
+    minLr: 1e-4,
+    warmupSteps: 3,
+    progressEverySeconds: 0,
+    log: () => {},
+    ...extra,
+  };
+}
+
+/** Settings as a pretraining run records them. */
+export function tinySettings(over: Partial<RunSettings> = {}): RunSettings {
+  return {
+    command: "pretrain",
+    dataHash: "abc",
+    limit: null,
+    template: null,
+    maskInstruction: null,
+    allowedMaxLength: null,
+    model: TINY,
+    weights: null,
+    epochs: 2,
+    batchSize: 2,
+    seed: 123,
+    initialLr: 1e-4,
+    peakLr: 1e-2,
+    minLr: 1e-4,
+    warmupFraction: 0.2,
+    maxGradNorm: 1,
+    weightDecay: 0.1,
+    evalFreq: 2,
+    evalIter: 1,
+    loraRank: null,
+    loraAlpha: null,
+    loraScaling: null,
+    ...over,
+  };
+}
