@@ -12,6 +12,7 @@ import { downloadCmd } from "./cli/download.ts";
 import { evaluateCmd } from "./cli/evaluate.ts";
 import { pretrainCmd } from "./cli/pretrain.ts";
 import { finetuneCmd } from "./cli/finetune.ts";
+import { exportCmd } from "./cli/export.ts";
 
 export const COMMANDS: Command[] = [
   modelInfo,
@@ -20,6 +21,7 @@ export const COMMANDS: Command[] = [
   finetuneCmd,
   evaluateCmd,
   downloadCmd,
+  exportCmd,
 ];
 
 function usage(): string {

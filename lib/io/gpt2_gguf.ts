@@ -18,6 +18,7 @@ import { UserError } from "../util/errors.ts";
 import { type GgufTensor, type GgufValue, writeGguf } from "./gguf.ts";
 import { GPT2_EOS_ID, gpt2Vocab } from "./gpt2_vocab.ts";
 import type { FloatType } from "./half.ts";
+import { GPT2_VOCAB_SIZE } from "./tokenizer_files.ts";
 import { bookToHf, type TensorMap, transpose2d } from "./weights.ts";
 
 /** `general.file_type` (llama_ftype) of each storage type: ALL_F32, MOSTLY_F16, MOSTLY_BF16. */
@@ -126,16 +127,12 @@ export async function writeGpt2Gguf(
   params: TensorMap,
   options: Gpt2GgufOptions = {},
 ): Promise<{ tied: boolean }> {
-  if (config.vocabSize !== tokensCount()) {
+  if (config.vocabSize !== GPT2_VOCAB_SIZE) {
     throw new UserError(
-      `GGUF export needs GPT-2's vocabulary of ${tokensCount()} tokens; this model has ${config.vocabSize}`,
+      `GGUF export needs GPT-2's vocabulary of ${GPT2_VOCAB_SIZE} tokens; this model has ${config.vocabSize}`,
     );
   }
   const { tensors, tied } = gpt2GgufTensors(params, config, options.type);
   await writeGguf(path, gpt2GgufMetadata(config, options), tensors);
   return { tied };
-}
-
-function tokensCount(): number {
-  return GPT2_EOS_ID + 1;
 }

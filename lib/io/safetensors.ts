@@ -20,6 +20,7 @@
 import { basename } from "node:path";
 import { UserError } from "../util/errors.ts";
 import { writeAll, writeAtomicWith } from "../util/fs.ts";
+import { floatBytes, type FloatType } from "./half.ts";
 
 /** One tensor in memory: its shape and its values, row-major. */
 export interface TensorData {
@@ -490,8 +491,13 @@ async function readFull(file: Deno.FsFile, into: Uint8Array, label = "file"): Pr
   }
 }
 
-/** Builds the header JSON (padded with spaces to a multiple of 8 bytes) for F32 tensors. */
-function buildHeader(tensors: TensorMap, metadata?: Record<string, string>): Uint8Array {
+/** Builds the header JSON (padded with spaces to a multiple of 8 bytes). */
+function buildHeader(
+  tensors: TensorMap,
+  metadata?: Record<string, string>,
+  type: FloatType = "f32",
+): Uint8Array {
+  const size = type === "f32" ? 4 : 2;
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = metadata;
   let offset = 0;
@@ -505,11 +511,11 @@ function buildHeader(tensors: TensorMap, metadata?: Record<string, string>): Uin
       );
     }
     header[name] = {
-      dtype: "F32",
+      dtype: type.toUpperCase(),
       shape: t.shape,
-      data_offsets: [offset, offset + t.data.byteLength],
+      data_offsets: [offset, offset + elements * size],
     };
-    offset += t.data.byteLength;
+    offset += elements * size;
   }
   const json = new TextEncoder().encode(JSON.stringify(header));
   // Padding keeps every F32 tensor 8-byte aligned in the file, so readers can use views.
@@ -546,18 +552,28 @@ export function serializeSafetensors(
   return out;
 }
 
+/** Options of {@link writeSafetensors}. */
+export interface WriteSafetensorsOptions {
+  /** Storage type: "f32" (default), or "f16"/"bf16" (rounded to nearest even; half the size). */
+  type?: FloatType;
+}
+
 /**
- * Writes tensors as F32 safetensors, atomically: the bytes stream into a temporary file in the same
- * folder (no second in-memory copy of the weights), which is then renamed over `path`.
+ * Writes tensors as F32 (or F16/BF16) safetensors, atomically: the bytes stream into a temporary
+ * file in the same folder (no second in-memory copy of the weights), which is then renamed over
+ * `path`.
  */
 export async function writeSafetensors(
   path: string,
   tensors: TensorMap,
   metadata?: Record<string, string>,
+  { type = "f32" }: WriteSafetensorsOptions = {},
 ): Promise<void> {
-  const header = buildHeader(tensors, metadata);
+  const header = buildHeader(tensors, metadata, type);
   await writeAtomicWith(path, async (file) => {
     await writeAll(file, header);
-    for (const t of tensors.values()) await writeAll(file, f32Bytes(t.data));
+    for (const t of tensors.values()) {
+      await writeAll(file, type === "f32" ? f32Bytes(t.data) : floatBytes(t.data, type));
+    }
   });
 }

@@ -14,6 +14,9 @@ import { join } from "node:path";
 import { writeTextAtomic } from "../util/fs.ts";
 import { GPT2_EOS_ID, GPT2_EOS_TEXT, gpt2Vocab } from "./gpt2_vocab.ts";
 
+/** GPT-2's vocabulary size: the models these files describe. */
+export const GPT2_VOCAB_SIZE = GPT2_EOS_ID + 1;
+
 /** The files {@link writeTokenizerFiles} writes. */
 export const TOKENIZER_FILES = [
   "vocab.json",
@@ -77,7 +80,7 @@ function bigTexts() {
       vocab: "@VOCAB@",
       merges,
     },
-  }).replace('"@VOCAB@"', vocabJson(tokens, ""));
+  }).replace('"@VOCAB@"', () => vocabJson(tokens, "")); // a function: no `$&` patterns
   texts = { vocab, merges: ["#version: 0.2", ...merges].join("\n") + "\n", tokenizer };
   return texts;
 }

@@ -28,6 +28,8 @@ import {
   type TensorMap,
   writeSafetensors,
 } from "./safetensors.ts";
+import type { FloatType } from "./half.ts";
+import { GPT2_VOCAB_SIZE, writeTokenizerFiles } from "./tokenizer_files.ts";
 
 export type { TensorData, TensorMap } from "./safetensors.ts";
 
@@ -451,19 +453,34 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
   return { config, tensors: hfToBook(file.tensors, config, path), tied: !hasHead };
 }
 
+/** Options of {@link saveCheckpoint}. */
+export interface SaveCheckpointOptions {
+  /** Storage type of the weights (default "f32"; "f16"/"bf16" halve the file). */
+  type?: FloatType;
+  /** Jinja chat template for tokenizer_config.json (a finetuned model's prompt format). */
+  chatTemplate?: string;
+}
+
 /**
- * Writes a checkpoint folder: `model.safetensors` (F32, HF GPT-2 layout) then `config.json`, each
+ * Writes a checkpoint folder: `model.safetensors` (HF GPT-2 layout), `config.json`, and for a
+ * model with GPT-2's vocabulary the tokenizer and generation files (tokenizer_files.ts), each
  * atomically. Returns the folder.
  */
 export async function saveCheckpoint(
   dir: string,
   config: GPTConfig,
   params: TensorMap,
+  { type = "f32", chatTemplate }: SaveCheckpointOptions = {},
 ): Promise<string> {
   const { tensors, hfConfig } = bookToHf(params, config);
+  hfConfig.torch_dtype = { f32: "float32", f16: "float16", bf16: "bfloat16" }[type];
   await Deno.mkdir(dir, { recursive: true });
   // transformers refuses safetensors files without format "pt".
-  await writeSafetensors(join(dir, WEIGHTS_FILE), tensors, { format: "pt" });
+  await writeSafetensors(join(dir, WEIGHTS_FILE), tensors, { format: "pt" }, { type });
+  // GPT-2's tokenizer files only fit a model with GPT-2's vocabulary (not small test models).
+  if (config.vocabSize === GPT2_VOCAB_SIZE) {
+    await writeTokenizerFiles(dir, { contextLength: config.contextLength, chatTemplate });
+  }
   await writeTextAtomic(join(dir, CONFIG_FILE), JSON.stringify(hfConfig, null, 2) + "\n");
   return dir;
 }

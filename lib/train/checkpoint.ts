@@ -17,6 +17,7 @@ import { readSafetensors, type TensorMap, writeSafetensors } from "../io/safeten
 import { loadCheckpoint, loadWeightsInto, paramsToTensors, saveCheckpoint } from "../io/weights.ts";
 import type { AdamW, AdamWStateDict } from "./adamw.ts";
 import type { TrainerState } from "./train.ts";
+import { chatTemplate } from "../data/chat_template.ts";
 
 export const OPTIMIZER_FILE = "optimizer.safetensors";
 export const STATE_FILE = "trainer_state.json";
@@ -70,7 +71,10 @@ async function writeCheckpointFiles(
   // A LoRA-wrapped linear keeps its frozen weight under `X.linear.weight`: store it as `X.weight`.
   const plain = new Map([...all].filter(([n]) => !isExtra(n)).map(([n, t]) => [baseName(n), t]));
   const extra = new Map([...all].filter(([n]) => isExtra(n)));
-  await saveCheckpoint(partial, model.config, plain);
+  // A finetuning run's prompt format goes into tokenizer_config.json as its chat template.
+  const template = settings.template;
+  const chat = template === "alpaca" || template === "phi3" ? chatTemplate(template) : undefined;
+  await saveCheckpoint(partial, model.config, plain, { chatTemplate: chat });
   if (extra.size) await writeSafetensors(join(partial, EXTRA_PARAMS_FILE), extra);
   const sd = await optimizer.stateDict();
   const moments: TensorMap = new Map();

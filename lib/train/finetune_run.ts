@@ -11,6 +11,8 @@ import type { GPTModel } from "../model/gpt.ts";
 import { type LoraScaling, mergeLora, saveAdapter } from "../model/lora.ts";
 import type { PromptTemplate } from "../data/instruction.ts";
 import { paramsToTensors, saveCheckpoint } from "../io/weights.ts";
+import { writeTokenizerFiles } from "../io/tokenizer_files.ts";
+import { chatTemplate } from "../data/chat_template.ts";
 import { UserError } from "../util/errors.ts";
 import { AdamW } from "./adamw.ts";
 import {
@@ -268,10 +270,17 @@ export async function runFinetuning(o: FinetuneRunOptions): Promise<FinetuneRunR
     const written = ["metrics.jsonl", "lr.svg", "loss.svg", `${CHECKPOINT_DIR}/ (HF GPT-2 layout)`];
     if (o.loraRank !== undefined) {
       await saveAdapter(join(run.dir, "adapter"), model, { baseModel: o.weights });
+      // The prompt format travels with the adapter, for `llm export --adapter`.
+      await writeTokenizerFiles(join(run.dir, "adapter"), {
+        contextLength: model.config.contextLength,
+        chatTemplate: chatTemplate(p.template),
+      });
       written.push("adapter/");
       if (o.merge) {
         const merged = mergeLora(model);
-        await saveCheckpoint(join(run.dir, "merged"), merged.config, await paramsToTensors(merged));
+        await saveCheckpoint(join(run.dir, "merged"), merged.config, await paramsToTensors(merged), {
+          chatTemplate: chatTemplate(p.template),
+        });
         written.push("merged/ (HF GPT-2 layout)");
         model = merged; // same outputs, no LoRA cost while generating
       }
