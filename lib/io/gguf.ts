@@ -7,7 +7,7 @@
  * Spec: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md
  * @module
  */
-import { dirname } from "node:path";
+import { writeAll, writeAtomicWith } from "../util/fs.ts";
 import { floatBytes, type FloatType } from "./half.ts";
 
 /** GGUF value type codes (gguf.md, `gguf_metadata_value_type`). */
@@ -149,30 +149,16 @@ export async function writeGguf(
   metadata: [string, GgufValue][],
   tensors: GgufTensor[],
 ): Promise<void> {
-  await Deno.mkdir(dirname(path), { recursive: true });
-  const tmp = `${path}.${Deno.pid}.${crypto.randomUUID().slice(0, 8)}.tmp`;
-  try {
-    {
-      using file = await Deno.open(tmp, { write: true, create: true, truncate: true });
-      await writeAll(file, ggufHeader(metadata, tensors));
-      for (const t of tensors) {
-        const bytes = floatBytes(t.data, t.type);
-        await writeAll(file, bytes);
-        const pad = (ALIGNMENT - (bytes.length % ALIGNMENT)) % ALIGNMENT;
-        if (pad) await writeAll(file, new Uint8Array(pad));
-      }
-      await file.sync();
+  const header = ggufHeader(metadata, tensors);
+  await writeAtomicWith(path, async (file) => {
+    await writeAll(file, header);
+    for (const t of tensors) {
+      const bytes = floatBytes(t.data, t.type);
+      await writeAll(file, bytes);
+      const pad = (ALIGNMENT - (bytes.length % ALIGNMENT)) % ALIGNMENT;
+      if (pad) await writeAll(file, new Uint8Array(pad));
     }
-    await Deno.rename(tmp, path);
-  } catch (err) {
-    await Deno.remove(tmp).catch(() => {});
-    throw err;
-  }
-}
-
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.length) done += await file.write(bytes.subarray(done));
+  });
 }
 
 /** What {@link readGgufHeader} returns: the metadata and each tensor's description. */

@@ -278,9 +278,14 @@ export async function runFinetuning(o: FinetuneRunOptions): Promise<FinetuneRunR
       written.push("adapter/");
       if (o.merge) {
         const merged = mergeLora(model);
-        await saveCheckpoint(join(run.dir, "merged"), merged.config, await paramsToTensors(merged), {
-          chatTemplate: chatTemplate(p.template),
-        });
+        await saveCheckpoint(
+          join(run.dir, "merged"),
+          merged.config,
+          await paramsToTensors(merged),
+          {
+            chatTemplate: chatTemplate(p.template),
+          },
+        );
         written.push("merged/ (HF GPT-2 layout)");
         model = merged; // same outputs, no LoRA cost while generating
       }
