@@ -217,7 +217,7 @@ Deno.test("export --format gguf --dtype f16 is about half the F32 size; 2-D tens
       format: "gguf",
       out: join(dir, "a"),
     });
-    const b = await exportModel({
+    await exportModel({
       weights: join(dir, "ckpt"),
       format: "gguf",
       type: "f16",
