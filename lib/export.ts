@@ -21,7 +21,9 @@ import type { PromptTemplate } from "./data/instruction.ts";
 import { writeGpt2Gguf } from "./io/gpt2_gguf.ts";
 import type { FloatType } from "./io/half.ts";
 import { ollamaModelfile } from "./io/modelfile.ts";
-import { readChatTemplate } from "./io/tokenizer_files.ts";
+import { isPeftAdapter, loadPeftAdapter, savePeftAdapter } from "./io/peft_adapter.ts";
+import { PRETRAINED } from "./io/download.ts";
+import { GPT2_VOCAB_SIZE, readChatTemplate, writeTokenizerFiles } from "./io/tokenizer_files.ts";
 import {
   CONFIG_FILE,
   loadCheckpoint,
@@ -37,10 +39,10 @@ import { resolveWeights } from "./train/finetune.ts";
 import { UserError } from "./util/errors.ts";
 import { exists, writeTextAtomic } from "./util/fs.ts";
 
-/** The export formats: GGUF (+ Modelfile) or a Hugging Face checkpoint folder. */
-export type ExportFormat = "gguf" | "hf";
+/** The export formats: GGUF (+ Modelfile), a Hugging Face checkpoint folder, a PEFT adapter. */
+export type ExportFormat = "gguf" | "hf" | "peft";
 /** Every {@link ExportFormat}. */
-export const EXPORT_FORMATS: readonly ExportFormat[] = ["gguf", "hf"];
+export const EXPORT_FORMATS: readonly ExportFormat[] = ["gguf", "hf", "peft"];
 
 /** The files of a GGUF export folder. */
 export const GGUF_FILE = "model.gguf";
@@ -85,7 +87,9 @@ async function exportedWeights(
   const model = new GPTModel({ ...config, dropRate: 0 });
   loadWeightsInto(model, tensors);
   try {
-    await loadAdapter(adapter, model);
+    // Our adapter format, or PEFT's (written by Python's PEFT or `export --format peft`).
+    if (await isPeftAdapter(adapter)) await loadPeftAdapter(adapter, model);
+    else await loadAdapter(adapter, model);
     const merged = mergeLora(model);
     try {
       return { config, params: await paramsToTensors(merged) };
@@ -119,6 +123,7 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   if (opts.adapter && !(await exists(opts.adapter))) {
     throw new UserError(`export: adapter folder ${opts.adapter} does not exist`);
   }
+  if (format === "peft") return await exportPeft(opts, dir);
   const { config, params } = await exportedWeights(dir, opts.adapter);
   const template = opts.template ??
     await findTemplate(opts.adapter ? [opts.adapter, dir] : [dir]);
@@ -154,6 +159,36 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     bytes += (await Deno.stat(join(out, e.name))).size;
   }
   return { out, files: files.sort(), template, tied, bytes };
+}
+
+/** `--format peft`: the adapter (ours or PEFT's) rewritten in PEFT's format, with tokenizer files. */
+async function exportPeft(opts: ExportOptions, dir: string): Promise<ExportResult> {
+  if (!opts.adapter) throw new UserError("export --format peft needs --adapter DIR");
+  const { config, tensors } = await loadCheckpoint(dir);
+  const model = new GPTModel({ ...config, dropRate: 0 });
+  loadWeightsInto(model, tensors);
+  const partial = `${opts.out}.partial`;
+  await Deno.remove(partial, { recursive: true }).catch(() => {});
+  try {
+    if (await isPeftAdapter(opts.adapter)) await loadPeftAdapter(opts.adapter, model);
+    else await loadAdapter(opts.adapter, model);
+    const base = PRETRAINED[opts.weights] ?? opts.weights;
+    await savePeftAdapter(partial, model, { baseModel: base });
+  } finally {
+    model.dispose();
+  }
+  const template = opts.template ?? await findTemplate([opts.adapter, dir]);
+  if (config.vocabSize === GPT2_VOCAB_SIZE) {
+    await writeTokenizerFiles(partial, {
+      contextLength: config.contextLength,
+      chatTemplate: template ? chatTemplate(template) : undefined,
+    });
+  }
+  await swapIn(partial, opts.out);
+  const files = [...Deno.readDirSync(opts.out)].map((e) => e.name).sort();
+  let bytes = 0;
+  for (const f of files) bytes += (await Deno.stat(join(opts.out, f))).size;
+  return { out: opts.out, files, template, tied: true, bytes };
 }
 
 /** Replaces `out` with the finished `partial` folder (old -> .old, partial -> out, drop .old). */

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { Template } from "@huggingface/jinja";
 import { useStockCpu } from "../lib/backend.ts";
+import { cli, withTempDir } from "./cli_helpers.ts";
 import { chatTemplate, ollamaTemplate, templateOfChatTemplate } from "../lib/data/chat_template.ts";
 import { formatInput, formatResponse, responsePrefix } from "../lib/data/instruction.ts";
 import { exportModel } from "../lib/export.ts";
@@ -18,7 +19,6 @@ import { replaceLinearWithLora, saveAdapter } from "../lib/model/lora.ts";
 
 await useStockCpu();
 
-const CLI = new URL("../lib/cli.ts", import.meta.url).pathname;
 const CONFIG: GPTConfig = {
   vocabSize: 50257,
   contextLength: 32,
@@ -29,12 +29,6 @@ const CONFIG: GPTConfig = {
   qkvBias: false,
 };
 
-async function llm(...args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", CLI, ...args] })
-    .output();
-  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
-}
-
 /** A saved tiny checkpoint with GPT-2's vocabulary (tied head when asked). */
 async function tinyCheckpoint(dir: string, { tied = false, qkvBias = false } = {}) {
   const model = new GPTModel({ ...CONFIG, qkvBias }, { seed: 3 });
@@ -44,15 +38,6 @@ async function tinyCheckpoint(dir: string, { tied = false, qkvBias = false } = {
   }
   await saveCheckpoint(dir, model.config, await paramsToTensors(model));
   return model;
-}
-
-async function withTemp(fn: (dir: string) => Promise<void>) {
-  const dir = await Deno.makeTempDir();
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 Deno.test("f32ToF16Bits/f32ToBf16Bits round to the nearest value, ties to even", () => {
@@ -117,7 +102,7 @@ Deno.test("the chat templates render, in Hugging Face's Jinja, exactly the book'
 });
 
 Deno.test("saveCheckpoint writes GPT-2's tokenizer files: vocab.json sorted like transformers, merges.txt with #version: 0.2, generation eos 50256", async () => {
-  await withTemp(async (dir) => {
+  await withTempDir(async (dir) => {
     await tinyCheckpoint(dir);
     const names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
     assert.deepEqual(names, ["config.json", "model.safetensors", ...TOKENIZER_FILES].sort());
@@ -144,7 +129,7 @@ Deno.test("saveCheckpoint writes GPT-2's tokenizer files: vocab.json sorted like
 });
 
 Deno.test("export --format gguf: llama.cpp's gpt2 keys and tensor names, transposed Conv1D shapes, no output tensor for a tied head, zero qkv bias, a Modelfile", async () => {
-  await withTemp(async (dir) => {
+  await withTempDir(async (dir) => {
     const model = await tinyCheckpoint(join(dir, "ckpt"), { tied: true });
     const r = await exportModel({
       weights: join(dir, "ckpt"),
@@ -210,7 +195,7 @@ Deno.test("export --format gguf: llama.cpp's gpt2 keys and tensor names, transpo
 });
 
 Deno.test("export --format gguf --dtype f16 is about half the F32 size; 2-D tensors F16, norms and biases F32; the untied head becomes output.weight", async () => {
-  await withTemp(async (dir) => {
+  await withTempDir(async (dir) => {
     (await tinyCheckpoint(join(dir, "ckpt"), { qkvBias: true })).dispose();
     const a = await exportModel({
       weights: join(dir, "ckpt"),
@@ -242,7 +227,7 @@ Deno.test("export --format gguf --dtype f16 is about half the F32 size; 2-D tens
 });
 
 Deno.test("export --format hf --dtype bf16/f16: half-size safetensors that load back as the rounded weights, tokenizer files with the adapter's chat template", async () => {
-  await withTemp(async (dir) => {
+  await withTempDir(async (dir) => {
     const model = await tinyCheckpoint(join(dir, "ckpt"));
     replaceLinearWithLora(model, { rank: 2, alpha: 4, seed: 1 });
     for (const [name, v] of model.namedParameters()) {
@@ -296,7 +281,7 @@ Deno.test("export --format hf --dtype bf16/f16: half-size safetensors that load 
 });
 
 Deno.test("llm export: unknown --format / --dtype, an existing --out without --force, an adapter of another base: one error line, exit 1", async () => {
-  await withTemp(async (dir) => {
+  await withTempDir(async (dir) => {
     const ckpt = join(dir, "ckpt");
     (await tinyCheckpoint(ckpt)).dispose();
     const other = new GPTModel(CONFIG, { seed: 99 });
@@ -317,15 +302,15 @@ Deno.test("llm export: unknown --format / --dtype, an existing --out without --f
       ],
     ];
     for (const [args, re] of cases) {
-      const r = await llm("export", "--weights", ckpt, ...args);
+      const r = await cli("export", "--weights", ckpt, ...args);
       assert.equal(r.code, 1, args.join(" "));
-      const lines = r.stderr.trim().split("\n");
-      assert.equal(lines.length, 1, r.stderr);
+      const lines = r.err.trim().split("\n");
+      assert.equal(lines.length, 1, r.err);
       assert.match(lines[0], /^error: /);
       assert.match(lines[0], re);
     }
     assert.equal(await Deno.stat(join(dir, "y")).then(() => true, () => false), false);
-    const ok = await llm(
+    const ok = await cli(
       "export",
       "--weights",
       ckpt,
@@ -335,6 +320,6 @@ Deno.test("llm export: unknown --format / --dtype, an existing --out without --f
       join(dir, "exists"),
       "--force",
     );
-    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.code, 0, ok.err);
   });
 });

@@ -1,6 +1,7 @@
 /** `llm finetune` and lib/train/finetune.ts (chapter 7): dry-run numbers, a tiny run end to end, errors. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { chatTemplate } from "../lib/data/chat_template.ts";
 import { initBackend } from "../lib/backend.ts";
 import { cli } from "./cli_helpers.ts";
 import type { GPTConfig } from "../lib/model/config.ts";
@@ -129,6 +130,14 @@ Deno.test("finetune --lora-rank prints the three counts of exercise 7.4 and save
     assert.match(err, new RegExp(`Total trainable LoRA parameters: ${n(lora)}`));
     for (const f of ["adapter/adapter_config.json", "merged/model.safetensors"]) {
       assert.ok((await Deno.stat(join(out, f))).isFile, f);
+    }
+    // PEFT's format beside ours, and the prompt format as a chat template (merged, checkpoint).
+    const peft = JSON.parse(await Deno.readTextFile(join(out, "adapter-peft/adapter_config.json")));
+    assert.equal(peft.peft_type, "LORA");
+    assert.deepEqual(peft.rank_pattern, { c_attn: 6 });
+    for (const d of ["merged", "checkpoint", "adapter"]) {
+      const tc = JSON.parse(await Deno.readTextFile(join(out, d, "tokenizer_config.json")));
+      assert.equal(tc.chat_template, chatTemplate("alpaca"), d);
     }
     assert.ok((await Deno.stat(join(out, "test-responses.json"))).isFile);
   } finally {

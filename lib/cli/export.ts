@@ -9,7 +9,7 @@ export const exportCmd: Command = {
   name: "export",
   summary: "export a checkpoint (+ adapter) as GGUF with an Ollama Modelfile, or as a HF folder",
   usage:
-    "export --weights DIR|NAME [--adapter DIR] --format gguf|hf [--dtype f32|f16|bf16] --out DIR [--force]",
+    "export --weights DIR|NAME [--adapter DIR] --format gguf|hf|peft [--dtype f32|f16|bf16] --out DIR [--force]",
   flags: {
     weights: {
       type: "string",
@@ -21,7 +21,7 @@ export const exportCmd: Command = {
       type: "string",
       required: true,
       choices: [...EXPORT_FORMATS],
-      help: "gguf (llama.cpp, Ollama, LM Studio) or hf (transformers)",
+      help: "gguf (llama.cpp, Ollama, LM Studio), hf (transformers) or peft (the adapter alone)",
     },
     dtype: {
       type: "string",
@@ -50,7 +50,8 @@ export const exportCmd: Command = {
     });
     const mb = (r.bytes / 2 ** 20).toFixed(1);
     console.error(
-      `wrote ${r.out}/ (${r.files.join(", ")}; ${mb} MiB; ${r.tied ? "tied" : "untied"} head; ` +
+      `wrote ${r.out}/ (${r.files.join(", ")}; ${mb} MiB; ` +
+        (f.format === "peft" ? "" : `${r.tied ? "tied" : "untied"} head; `) +
         `prompt format ${r.template ?? "none (base model)"})`,
     );
     if (f.format === "gguf") {

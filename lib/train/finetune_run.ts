@@ -12,6 +12,8 @@ import { type LoraScaling, mergeLora, saveAdapter } from "../model/lora.ts";
 import type { PromptTemplate } from "../data/instruction.ts";
 import { paramsToTensors, saveCheckpoint } from "../io/weights.ts";
 import { writeTokenizerFiles } from "../io/tokenizer_files.ts";
+import { savePeftAdapter } from "../io/peft_adapter.ts";
+import { PRETRAINED } from "../io/download.ts";
 import { chatTemplate } from "../data/chat_template.ts";
 import { UserError } from "../util/errors.ts";
 import { AdamW } from "./adamw.ts";
@@ -275,7 +277,11 @@ export async function runFinetuning(o: FinetuneRunOptions): Promise<FinetuneRunR
         contextLength: model.config.contextLength,
         chatTemplate: chatTemplate(p.template),
       });
-      written.push("adapter/");
+      // The same adapter in PEFT's format, for Python's PeftModel.from_pretrained.
+      await savePeftAdapter(join(run.dir, "adapter-peft"), model, {
+        baseModel: PRETRAINED[o.weights] ?? o.weights,
+      });
+      written.push("adapter/", "adapter-peft/");
       if (o.merge) {
         const merged = mergeLora(model);
         await saveCheckpoint(
