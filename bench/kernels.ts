@@ -214,12 +214,15 @@ function adamw(grads: tf.Tensor[]): void {
 const ids = tf.keep(tf.randomUniformInt([B, T], 0, V, 7) as tf.Tensor2D);
 const targets = tf.keep(tf.randomUniformInt([B, T], 0, V, 8) as tf.Tensor2D);
 
-function step(): number {
-  return tf.tidy(() => {
+async function step(): Promise<number> {
+  const value = tf.tidy(() => {
     const { value, grads } = tf.variableGrads(() => loss(forward(ids), targets), params);
     adamw(params.map((v) => grads[v.name]));
-    return value.dataSync()[0];
+    return value;
   });
+  const loss0 = (await value.data())[0];
+  value.dispose();
+  return loss0;
 }
 
 async function timeSteps(label: string, run: () => number | Promise<number>): Promise<void> {

@@ -46,14 +46,18 @@ function makeGrads(step: number): Map<string, tf.Tensor> {
   );
 }
 
-function assertParams(params: Map<string, tf.Variable>, expected: Named, label: string): void {
+async function assertParams(
+  params: Map<string, tf.Variable>,
+  expected: Named,
+  label: string,
+): Promise<void> {
   for (const [k, v] of params) {
-    assertAllClose(v.dataSync(), expected[k], { ...TOL, label: `${label} ${k}` });
+    assertAllClose(await v.data(), expected[k], { ...TOL, label: `${label} ${k}` });
   }
 }
 
 /** Replays one fixture run (clip when the run clipped, LR per step as recorded). */
-function replay(
+async function replay(
   run: Run,
   opts: AdamWOptions | undefined,
   from = 0,
@@ -66,7 +70,7 @@ function replay(
     const s = run.steps[i];
     const grads = makeGrads(i);
     if (run.clip_max_norm !== null) {
-      const { grads: clipped, totalNorm } = clipGradNorm(grads, run.clip_max_norm);
+      const { grads: clipped, totalNorm } = await clipGradNorm(grads, run.clip_max_norm);
       assertAllClose([totalNorm], [s.total_norm!], { ...TOL, label: `step ${i} norm` });
       opt.step(clipped, s.lr);
       tf.dispose([...clipped.values()]);
@@ -74,7 +78,7 @@ function replay(
       opt.step(grads, s.lr);
     }
     tf.dispose([...grads.values()]);
-    assertParams(params, s.params, `step ${i}`);
+    await assertParams(params, s.params, `step ${i}`);
   }
   return { params, opt };
 }
@@ -84,14 +88,14 @@ function disposeAll(params: Map<string, tf.Variable>, opt: AdamW): void {
   tf.dispose([...params.values()]);
 }
 
-Deno.test("AdamW + clipGradNorm match torch.optim.AdamW(lr 0.005, weight_decay 0.1) + clip_grad_norm_(1.0) over 5 steps", () => {
+Deno.test("AdamW + clipGradNorm match torch.optim.AdamW(lr 0.005, weight_decay 0.1) + clip_grad_norm_(1.0) over 5 steps", async () => {
   const run = fx.constant_lr;
   assert.deepEqual(run.steps.map((s) => s.total_norm! > 1), [true, false, true, false, true]);
-  const { params, opt } = replay(run, { lr: 0.005, weightDecay: run.weight_decay });
+  const { params, opt } = await replay(run, { lr: 0.005, weightDecay: run.weight_decay });
   disposeAll(params, opt);
 });
 
-Deno.test("AdamW matches torch with the LR of every step set from the warmup + cosine schedule", () => {
+Deno.test("AdamW matches torch with the LR of every step set from the warmup + cosine schedule", async () => {
   const run = fx.scheduled_lr, s = run.schedule!;
   const opts = {
     initialLr: s.initial_lr,
@@ -101,23 +105,23 @@ Deno.test("AdamW matches torch with the LR of every step set from the warmup + c
     totalSteps: s.total_steps,
   };
   run.steps.forEach((step, i) => assert.equal(lrAt(i, opts), step.lr));
-  const { params, opt } = replay(run, { weightDecay: run.weight_decay });
+  const { params, opt } = await replay(run, { weightDecay: run.weight_decay });
   assert.equal(opt.lr, run.steps.at(-1)!.lr);
   disposeAll(params, opt);
 });
 
-Deno.test("new AdamW(params) has torch's defaults (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight decay 0.01)", () => {
+Deno.test("new AdamW(params) has torch's defaults (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight decay 0.01)", async () => {
   const params = makeParams();
   const opt = new AdamW(params);
   assert.deepEqual([opt.lr, opt.betas, opt.eps, opt.weightDecay], [1e-3, [0.9, 0.999], 1e-8, 0.01]);
   disposeAll(params, opt);
-  const r = replay(fx.torch_defaults, undefined);
+  const r = await replay(fx.torch_defaults, undefined);
   disposeAll(r.params, r.opt);
 });
 
 Deno.test("stateDict() holds torch's step, exp_avg and exp_avg_sq per parameter name", async () => {
   const run = fx.constant_lr;
-  const { params, opt } = replay(run, { lr: 0.005, weightDecay: 0.1 });
+  const { params, opt } = await replay(run, { lr: 0.005, weightDecay: 0.1 });
   const sd = await opt.stateDict();
   assert.equal(sd.step, 5);
   assert.deepEqual(Object.keys(sd.state).sort(), Object.keys(fx.shapes).sort());
@@ -133,10 +137,12 @@ Deno.test("stateDict() holds torch's step, exp_avg and exp_avg_sq per parameter 
 
 Deno.test("loadStateDict() resumes: 3 steps, save, new optimizer, 2 more steps equal 5 uninterrupted steps", async () => {
   const run = fx.constant_lr;
-  const first = replay(run, { lr: 0.005, weightDecay: 0.1 }, 0, 3);
+  const first = await replay(run, { lr: 0.005, weightDecay: 0.1 }, 0, 3);
   const saved = await first.opt.stateDict();
   const resumedParams = makeParams(
-    Object.fromEntries([...first.params].map(([k, v]) => [k, [...v.dataSync()]])),
+    Object.fromEntries(
+      await Promise.all([...first.params].map(async ([k, v]) => [k, [...await v.data()]])),
+    ),
   );
   disposeAll(first.params, first.opt);
   const opt = new AdamW(resumedParams, { lr: 0.005, weightDecay: 0.1 });
@@ -144,11 +150,11 @@ Deno.test("loadStateDict() resumes: 3 steps, save, new optimizer, 2 more steps e
   assert.equal(opt.stepCount, 3);
   for (let i = 3; i < 5; i++) {
     const grads = makeGrads(i);
-    const { grads: clipped } = clipGradNorm(grads, 1.0);
+    const { grads: clipped } = await clipGradNorm(grads, 1.0);
     opt.step(clipped);
     tf.dispose([...grads.values(), ...clipped.values()]);
   }
-  assertParams(resumedParams, run.steps[4].params, "resumed step 4");
+  await assertParams(resumedParams, run.steps[4].params, "resumed step 4");
   disposeAll(resumedParams, opt);
 });
 
@@ -190,29 +196,29 @@ Deno.test("AdamW gives state only to trainable variables and refuses gradients f
   assert.deepEqual(opt.paramNames.sort(), ["w1", "w2"]);
   assert.deepEqual(Object.keys((await opt.stateDict()).state).sort(), ["w1", "w2"]);
   const grads = makeGrads(0);
-  const b1Before = [...params.get("b1")!.dataSync()];
+  const b1Before = [...await params.get("b1")!.data()];
   assert.throws(() => opt.step(grads), /no trainable parameter named "b1"/);
   grads.get("b1")!.dispose();
   grads.delete("b1");
   opt.step(grads); // a missing gradient means "skip", like torch's p.grad is None
-  assert.deepEqual([...params.get("b1")!.dataSync()], b1Before);
+  assert.deepEqual([...await params.get("b1")!.data()], b1Before);
   assert.equal((await opt.stateDict()).state.w1.step, 1);
   tf.dispose([...grads.values()]);
   disposeAll(params, opt);
 });
 
-Deno.test("AdamW.step() accepts a plain object of gradients (what tf.variableGrads returns)", () => {
+Deno.test("AdamW.step() accepts a plain object of gradients (what tf.variableGrads returns)", async () => {
   const run = fx.torch_defaults;
   const params = makeParams();
   const opt = new AdamW(params);
   const grads = Object.fromEntries(makeGrads(0));
   opt.step(grads);
-  assertParams(params, run.steps[0].params, "record step 0");
+  await assertParams(params, run.steps[0].params, "record step 0");
   tf.dispose(Object.values(grads));
   disposeAll(params, opt);
 });
 
-Deno.test(`AdamW uses a registered "${ADAMW_KERNEL}" kernel with the documented contract`, () => {
+Deno.test(`AdamW uses a registered "${ADAMW_KERNEL}" kernel with the documented contract`, async () => {
   let calls = 0;
   // A reference kernel in plain JS (float64 math) standing in for lib/kernels' fused one; a real
   // one registered already is put back afterwards.
@@ -244,10 +250,10 @@ Deno.test(`AdamW uses a registered "${ADAMW_KERNEL}" kernel with the documented 
   });
   try {
     const run = fx.constant_lr;
-    const { params, opt } = replay(run, { lr: 0.005, weightDecay: 0.1 });
+    const { params, opt } = await replay(run, { lr: 0.005, weightDecay: 0.1 });
     assert.equal(calls, 5 * params.size);
     disposeAll(params, opt);
-    const off = replay(run, { lr: 0.005, weightDecay: 0.1, useKernel: false });
+    const off = await replay(run, { lr: 0.005, weightDecay: 0.1, useKernel: false });
     assert.equal(calls, 5 * params.size);
     disposeAll(off.params, off.opt);
   } finally {

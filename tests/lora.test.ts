@@ -53,9 +53,9 @@ function ids(seed: number, b = 2, t = 12, vocab = TINY.vocabSize): tf.Tensor2D {
   return tf.randomUniform([b, t], 0, vocab, "int32", seed) as tf.Tensor2D;
 }
 
-function logitsOf(model: GPTModel, input: tf.Tensor2D): Float32Array {
+async function logitsOf(model: GPTModel, input: tf.Tensor2D): Promise<Float32Array> {
   const out = model.forward(input);
-  const data = out.dataSync() as Float32Array;
+  const data = await out.data() as Float32Array;
   out.dispose();
   return Float32Array.from(data);
 }
@@ -67,10 +67,10 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   return m;
 }
 
-function snapshot(model: GPTModel): Map<string, Float32Array> {
+async function snapshot(model: GPTModel): Promise<Map<string, Float32Array>> {
   const out = new Map<string, Float32Array>();
   for (const [n, v] of model.namedParameters()) {
-    out.set(n, Float32Array.from(v.dataSync() as Float32Array));
+    out.set(n, Float32Array.from(await v.data() as Float32Array));
   }
   return out;
 }
@@ -160,10 +160,10 @@ Deno.test("countLoraParams() matches a real small model for every kind of target
 // ---------------------------------------------------------------------------------------------
 // Layers
 
-Deno.test("LoRALayer: A is kaiming_uniform_(a=sqrt(5)) with torch's fan_in = rank (bound 1/sqrt(rank) = 0.25 at rank 16), B is zeros", () => {
+Deno.test("LoRALayer: A is kaiming_uniform_(a=sqrt(5)) with torch's fan_in = rank (bound 1/sqrt(rank) = 0.25 at rank 16), B is zeros", async () => {
   assert.ok(Math.abs(kaimingUniformBound([768, 16], Math.sqrt(5)) - 0.25) < 1e-15);
   const layer = new LoRALayer(768, 10, 16, 16);
-  const a = layer.A.dataSync() as Float32Array, b = layer.B.dataSync();
+  const a = (await layer.A.data()) as Float32Array, b = await layer.B.data();
   const max = a.reduce((m: number, x: number) => Math.max(m, Math.abs(x)), 0);
   assert.ok(max <= 0.25 && max > 0.249, `max |A| = ${max}`);
   assert.deepEqual(layer.A.shape, [768, 16]);
@@ -172,7 +172,7 @@ Deno.test("LoRALayer: A is kaiming_uniform_(a=sqrt(5)) with torch's fan_in = ran
   layer.dispose();
 });
 
-Deno.test("LoRALayer scales x A B by alpha/rank by default and by alpha with the printed book's erratum", () => {
+Deno.test("LoRALayer scales x A B by alpha/rank by default and by alpha with the printed book's erratum", async () => {
   const x = tf.randomNormal([3, 5, 6], 0, 1, "float32", 1);
   for (const [scaling, scale] of [["alpha/rank", 8 / 4], ["alpha", 8]] as const) {
     const layer = new LoRALayer(6, 7, 4, 8, { scaling, seed: 3 });
@@ -183,7 +183,9 @@ Deno.test("LoRALayer scales x A B by alpha/rank by default and by alpha with the
     const want = tf.tidy(() =>
       tf.mul(tf.matMul(x.reshape([15, 6]), tf.matMul(layer.A, layer.B)), scale).reshape([3, 5, 7])
     );
-    assert.ok(maxAbsDiff(got.dataSync() as Float32Array, want.dataSync() as Float32Array) < 1e-4);
+    assert.ok(
+      maxAbsDiff((await got.data()) as Float32Array, (await want.data()) as Float32Array) < 1e-4,
+    );
     tf.dispose([got, want]);
     layer.dispose();
   }
@@ -273,23 +275,23 @@ Deno.test("replaceLinearWithLora() throws a UserError for targets that match no 
   model.dispose();
 });
 
-Deno.test("a model with fresh LoRA layers gives the base model's logits exactly (B = 0)", () => {
+Deno.test("a model with fresh LoRA layers gives the base model's logits exactly (B = 0)", async () => {
   const model = new GPTModel(TINY, { seed: 5 });
   const input = ids(1);
-  const before = logitsOf(model, input);
+  const before = await logitsOf(model, input);
   replaceLinearWithLora(model, { rank: 4, alpha: 16 });
-  assert.deepEqual(logitsOf(model, input), before);
+  assert.deepEqual(await logitsOf(model, input), before);
   input.dispose();
   model.dispose();
 });
 
-Deno.test("LoRA dropout acts on the LoRA branch in train mode only", () => {
+Deno.test("LoRA dropout acts on the LoRA branch in train mode only", async () => {
   const layer = new LinearWithLoRA(new Linear(8, 8, { seed: 1 }), 2, 2, { dropout: 0.5 });
   layer.lora.B.assign(tf.ones([2, 8]));
   const x = tf.ones([4, 8]);
-  const evalOut = layer.apply(x).dataSync();
+  const evalOut = await layer.apply(x).data();
   layer.train();
-  const trainOut = layer.apply(x).dataSync();
+  const trainOut = await layer.apply(x).data();
   assert.ok(maxAbsDiff(Float32Array.from(evalOut), Float32Array.from(trainOut)) > 0);
   x.dispose();
   layer.dispose();
@@ -302,7 +304,7 @@ Deno.test("LoRA training with AdamW changes only A and B: frozen weights stay bi
   const model = new GPTModel(TINY, { seed: 7 });
   freezeAll(model);
   replaceLinearWithLora(model, { rank: 4, alpha: 8 });
-  const before = snapshot(model);
+  const before = await snapshot(model);
   const opt = new AdamW(model.namedParameters(), { lr: 0.02, weightDecay: 0.1 });
   assert.equal(opt.paramNames.length, 2 * 13);
   assert.ok(opt.paramNames.every((n) => /\.lora\.[AB]$/.test(n)), opt.paramNames.join(","));
@@ -317,9 +319,9 @@ Deno.test("LoRA training with AdamW changes only A and B: frozen weights stay bi
   assert.equal(tf.memory().numTensors, tensorsBefore, "no tensors leak per step");
   assert.ok(losses[3] < losses[1], `loss went down: ${losses}`);
   for (const [name, v] of model.namedParameters()) {
-    const same = maxAbsDiff(before.get(name)!, v.dataSync() as Float32Array) === 0;
+    const same = maxAbsDiff(before.get(name)!, (await v.data()) as Float32Array) === 0;
     if (/\.lora\.[AB]$/.test(name)) assert.ok(!same, `${name} changed`);
-    else assert.deepEqual(v.dataSync(), before.get(name), `${name} unchanged`);
+    else assert.deepEqual(await v.data(), before.get(name), `${name} unchanged`);
   }
   assert.equal(Object.keys((await opt.stateDict()).state).length, 26);
   opt.dispose();
@@ -330,7 +332,7 @@ Deno.test("mergeLora() gives a plain GPTModel with the LoRA model's logits (with
   for (const scaling of ["alpha/rank", "alpha"] as const) {
     const model = await trainedLoraModel({ scaling });
     const B = model.namedParameters().get("trf_blocks.0.att.W_query.lora.B")!;
-    assert.ok(B.dataSync().some((x) => x !== 0), "training made B non-zero");
+    assert.ok((await B.data()).some((x) => x !== 0), "training made B non-zero");
     const merged = mergeLora(model);
     assert.equal(loraLayers(merged).size, 0);
     assert.deepEqual(
@@ -338,11 +340,11 @@ Deno.test("mergeLora() gives a plain GPTModel with the LoRA model's logits (with
       [...new GPTModel(TINY).namedParameters().keys()],
     );
     const input = ids(9);
-    const a = logitsOf(model, input), b = logitsOf(merged, input);
+    const a = await logitsOf(model, input), b = await logitsOf(merged, input);
     assert.ok(maxAbsDiff(a, b) < 1e-5, `max diff ${maxAbsDiff(a, b)}`);
     // The merge must matter: the base weights alone give other logits.
     const base = new GPTModel(TINY, { seed: 7 });
-    assert.ok(maxAbsDiff(logitsOf(base, input), b) > 1e-3);
+    assert.ok(maxAbsDiff(await logitsOf(base, input), b) > 1e-3);
     base.dispose();
     input.dispose();
     model.dispose();
@@ -350,7 +352,7 @@ Deno.test("mergeLora() gives a plain GPTModel with the LoRA model's logits (with
   }
 });
 
-Deno.test("mergeLora() keeps a classification head", () => {
+Deno.test("mergeLora() keeps a classification head", async () => {
   const model = new GPTModel(TINY, { seed: 3 });
   replaceHeadWithClassifier(model, 2);
   freezeAll(model);
@@ -360,7 +362,7 @@ Deno.test("mergeLora() keeps a classification head", () => {
   }
   const merged = mergeLora(model);
   const input = ids(4);
-  const a = logitsOf(model, input), b = logitsOf(merged, input);
+  const a = await logitsOf(model, input), b = await logitsOf(merged, input);
   assert.equal(a.length, 2 * 12 * 2);
   assert.ok(maxAbsDiff(a, b) < 1e-5, `max diff ${maxAbsDiff(a, b)}`);
   input.dispose();
@@ -380,8 +382,8 @@ Deno.test("a merged model saves with saveCheckpoint (HF layout) and loads back w
     const loaded = new GPTModel(config);
     loadWeightsInto(loaded, tensors);
     const input = ids(11);
-    assert.deepEqual(logitsOf(loaded, input), logitsOf(merged, input));
-    assert.ok(maxAbsDiff(logitsOf(loaded, input), logitsOf(model, input)) < 1e-5);
+    assert.deepEqual(await logitsOf(loaded, input), await logitsOf(merged, input));
+    assert.ok(maxAbsDiff(await logitsOf(loaded, input), await logitsOf(model, input)) < 1e-5);
     input.dispose();
     loaded.dispose();
   });
@@ -422,7 +424,7 @@ Deno.test("saveAdapter() writes a PEFT-like adapter_config.json and only the A/B
     const base = new GPTModel(TINY, { seed: 7 });
     await loadAdapter(dir, base);
     const input = ids(13);
-    assert.deepEqual(logitsOf(base, input), logitsOf(model, input));
+    assert.deepEqual(await logitsOf(base, input), await logitsOf(model, input));
     assert.equal(countTrainable(base), countTrainable(model));
     input.dispose();
     base.dispose();
@@ -445,7 +447,7 @@ Deno.test("saveAdapter() with some targets lists them as PEFT target_modules and
     await loadAdapter(dir, base);
     assert.deepEqual([...loraLayers(base).keys()], [...loraLayers(model).keys()]);
     const input = ids(3);
-    assert.deepEqual(logitsOf(base, input), logitsOf(model, input));
+    assert.deepEqual(await logitsOf(base, input), await logitsOf(model, input));
     input.dispose();
     base.dispose();
   });

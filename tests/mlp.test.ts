@@ -42,14 +42,14 @@ Deno.test("NeuralNetwork names its parameters like torch's Sequential and stores
   model.dispose();
 });
 
-Deno.test("NeuralNetwork init is PyTorch's U(-1/sqrt(fanIn), 1/sqrt(fanIn)) and repeats per seed", () => {
+Deno.test("NeuralNetwork init is PyTorch's U(-1/sqrt(fanIn), 1/sqrt(fanIn)) and repeats per seed", async () => {
   const a = new NeuralNetwork(50, 3, { seed: 7 });
   const b = new NeuralNetwork(50, 3, { seed: 7 });
-  const w = a.namedParameters().get("layers.0.weight")!.dataSync();
+  const w = await a.namedParameters().get("layers.0.weight")!.data();
   const bound = 1 / Math.sqrt(50);
   assert.ok(w.every((x) => Math.abs(x) <= bound));
   assert.ok(Math.max(...w) > 0.9 * bound, "fills the range");
-  assert.deepEqual(w, b.namedParameters().get("layers.0.weight")!.dataSync());
+  assert.deepEqual(w, await b.namedParameters().get("layers.0.weight")!.data());
   a.dispose();
   b.dispose();
 });
@@ -83,26 +83,26 @@ Deno.test("DataLoader shuffles reproducibly per seed and differently per epoch",
   assert.deepEqual(order(plain), [-0.8, 2.6], "no shuffle keeps the order");
 });
 
-Deno.test("trainModel() prints the book's log lines and reaches accuracy 1.0 on train and test", () => {
+Deno.test("trainModel() prints the book's log lines and reaches accuracy 1.0 on train and test", async () => {
   const model = new NeuralNetwork(2, 2);
   const lines: string[] = [];
   const trainLoader = new DataLoader(TOY_TRAIN, { batchSize: 2, shuffle: true, dropLast: true });
   const before = tf.memory().numTensors;
-  const { batchLosses } = trainModel(model, trainLoader, { log: (l) => lines.push(l) });
+  const { batchLosses } = await trainModel(model, trainLoader, { log: (l) => lines.push(l) });
   assert.equal(tf.memory().numTensors, before, "no tensors leak");
   assert.equal(lines.length, 6);
   assert.match(lines[0], /^Epoch: 001\/003 \| Batch 000\/002 \| Train Loss: \d\.\d\d$/);
   assert.match(lines[5], /^Epoch: 003\/003 \| Batch 001\/002 \| Train Loss: \d\.\d\d$/);
   assert.equal(batchLosses.length, 6);
   assert.ok(batchLosses[5] < 0.1 && batchLosses[0] > batchLosses[5], `losses ${batchLosses}`);
-  assert.equal(computeAccuracy(model, new DataLoader(TOY_TRAIN, { batchSize: 2 })), 1.0);
-  assert.equal(computeAccuracy(model, new DataLoader(TOY_TEST, { batchSize: 2 })), 1.0);
-  assert.deepEqual(predict(model, TOY_TEST.features), [0, 1]);
+  assert.equal(await computeAccuracy(model, new DataLoader(TOY_TRAIN, { batchSize: 2 })), 1.0);
+  assert.equal(await computeAccuracy(model, new DataLoader(TOY_TEST, { batchSize: 2 })), 1.0);
+  assert.deepEqual(await predict(model, TOY_TEST.features), [0, 1]);
   model.dispose();
 });
 
-Deno.test("logisticRegressionGrads() gives the book's loss 0.0852 and gradients -0.0898, -0.0817", () => {
-  const { loss, gradW1, gradB } = logisticRegressionGrads();
+Deno.test("logisticRegressionGrads() gives the book's loss 0.0852 and gradients -0.0898, -0.0817", async () => {
+  const { loss, gradW1, gradB } = await logisticRegressionGrads();
   assert.equal(loss.toFixed(4), "0.0852");
   assert.equal(gradW1.toFixed(4), "-0.0898");
   assert.equal(gradB.toFixed(4), "-0.0817");

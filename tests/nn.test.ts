@@ -11,30 +11,32 @@ function compositeGelu(x: tf.Tensor): tf.Tensor {
   return tf.mul(tf.mul(0.5, x), tf.add(1, tf.tanh(inner)));
 }
 
-Deno.test("gelu() (fused kernels when registered) matches 0.5x(1+tanh(...)) and its gradient within 1e-6", () => {
+Deno.test("gelu() (fused kernels when registered) matches 0.5x(1+tanh(...)) and its gradient within 1e-6", async () => {
   const x = tf.randomNormal([4, 37], 0, 3, "float32", 5);
   const dy = tf.randomNormal([4, 37], 0, 1, "float32", 6);
   const [a, b] = [gelu(x), compositeGelu(x)];
   const ga = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(gelu(t), dy)))(x);
   const gb = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(compositeGelu(t), dy)))(x);
-  const close = (p: tf.Tensor, q: tf.Tensor) => tf.max(tf.abs(tf.sub(p, q))).dataSync()[0];
-  assert.ok(close(a, b) < 1e-6, `values differ by ${close(a, b)}`);
-  assert.ok(close(ga, gb) < 1e-5, `gradients differ by ${close(ga, gb)}`);
+  const close = async (p: tf.Tensor, q: tf.Tensor) =>
+    (await tf.max(tf.abs(tf.sub(p, q))).data())[0];
+  const [dv, dg] = [await close(a, b), await close(ga, gb)];
+  assert.ok(dv < 1e-6, `values differ by ${dv}`);
+  assert.ok(dg < 1e-5, `gradients differ by ${dg}`);
   tf.dispose([x, dy, a, b, ga, gb]);
 });
 
-Deno.test("dropoutMask() zeroes about `rate` of the entries, scales the rest by 1/(1-rate), and repeats per seed", () => {
-  const m = dropoutMask([100, 1000], 0.1, 42).dataSync();
+Deno.test("dropoutMask() zeroes about `rate` of the entries, scales the rest by 1/(1-rate), and repeats per seed", async () => {
+  const m = await dropoutMask([100, 1000], 0.1, 42).data();
   const zeros = m.filter((v) => v === 0).length / m.length;
   assert.ok(Math.abs(zeros - 0.1) < 0.005, `zero fraction ${zeros}`);
   assert.ok(m.every((v) => v === 0 || Math.abs(v - 1 / 0.9) < 1e-7));
   assert.deepEqual(
-    dropoutMask([10, 10], 0.5, 7).dataSync(),
-    dropoutMask([10, 10], 0.5, 7).dataSync(),
+    await dropoutMask([10, 10], 0.5, 7).data(),
+    await dropoutMask([10, 10], 0.5, 7).data(),
   );
   assert.notDeepEqual(
-    dropoutMask([10, 10], 0.5, 7).dataSync(),
-    dropoutMask([10, 10], 0.5, 8).dataSync(),
+    await dropoutMask([10, 10], 0.5, 7).data(),
+    await dropoutMask([10, 10], 0.5, 8).data(),
   );
 });
 

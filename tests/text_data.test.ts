@@ -15,12 +15,12 @@ await useStockCpu();
 const VERDICT = await Deno.readTextFile(new URL("../data/the-verdict.txt", import.meta.url));
 
 /** Token ids of a batch, as nested arrays; disposes the tensors. */
-function take(
+async function take(
   batch: { inputs: tf.Tensor2D; targets: tf.Tensor2D },
-): { inputs: number[][]; targets: number[][] } {
+): Promise<{ inputs: number[][]; targets: number[][] }> {
   assert.equal(batch.inputs.dtype, "int32");
   assert.equal(batch.targets.dtype, "int32");
-  const out = { inputs: batch.inputs.arraySync(), targets: batch.targets.arraySync() };
+  const out = { inputs: await batch.inputs.array(), targets: await batch.targets.array() };
   tf.dispose([batch.inputs, batch.targets]);
   return out;
 }
@@ -35,7 +35,7 @@ Deno.test("The Verdict is 5,145 GPT-2 tokens (20,479 characters)", () => {
   assert.equal(encode(VERDICT).length, 5145);
 });
 
-Deno.test("The Verdict, context 256, stride 256, batch 2: 9 training batches (4,608 tokens), 1 validation batch (512 tokens)", () => {
+Deno.test("The Verdict, context 256, stride 256, batch 2: 9 training batches (4,608 tokens), 1 validation batch (512 tokens)", async () => {
   const { trainText, valText, splitIdx } = trainValSplit(VERDICT, 0.9);
   assert.equal(splitIdx, 18431); // int(0.9 * 20479)
   const train = createDataloaderV1(trainText, {
@@ -60,7 +60,7 @@ Deno.test("The Verdict, context 256, stride 256, batch 2: 9 training batches (4,
   let batches = 0;
   for (const batch of train) {
     assert.deepEqual(batch.inputs.shape, [2, 256]);
-    take(batch);
+    await take(batch);
     batches++;
   }
   assert.equal(batches, 9);
@@ -87,25 +87,25 @@ Deno.test("createDataloaderV1() has the book's defaults: batch 4, maxLength 256,
   assert.equal(loader.length, 9);
 });
 
-Deno.test("batches are int32 [batch, maxLength] with targets = inputs shifted by one token", () => {
+Deno.test("batches are int32 [batch, maxLength] with targets = inputs shifted by one token", async () => {
   const loader = new TextDataLoader(counting(20, 4, 4), { batchSize: 2, shuffle: false });
-  const batches = [...loader].map(take);
+  const batches = await Promise.all([...loader].map(take));
   assert.deepEqual(batches[0].inputs, [[0, 1, 2, 3], [4, 5, 6, 7]]);
   assert.deepEqual(batches[0].targets, [[1, 2, 3, 4], [5, 6, 7, 8]]);
   assert.equal(batches.length, 2); // 4 windows (starts 0,4,8,12), batch 2
 });
 
-Deno.test("dropLast false keeps the last, smaller batch; dropLast true drops it", () => {
+Deno.test("dropLast false keeps the last, smaller batch; dropLast true drops it", async () => {
   const ds = counting(20, 4, 3); // starts 0,3,6,9,12,15 -> 6 windows
   const keep = new TextDataLoader(ds, { batchSize: 4, shuffle: false, dropLast: false });
   const drop = new TextDataLoader(ds, { batchSize: 4, shuffle: false, dropLast: true });
   assert.deepEqual([keep.length, keep.numTokens], [2, 24]);
   assert.deepEqual([drop.length, drop.numTokens], [1, 16]);
-  const last = [...keep].map(take).at(-1)!;
+  const last = (await Promise.all([...keep].map(take))).at(-1)!;
   assert.deepEqual(last.inputs, [[12, 13, 14, 15], [15, 16, 17, 18]]);
 });
 
-Deno.test("the shuffle is seeded, differs per epoch, and replays from a saved state (also mid-epoch)", () => {
+Deno.test("the shuffle is seeded, differs per epoch, and replays from a saved state (also mid-epoch)", async () => {
   const make = (seed: number) => new TextDataLoader(counting(200, 4, 4), { batchSize: 3, seed });
   const a = make(123), b = make(123), c = make(7);
   const epoch1 = a.nextEpochOrder();
@@ -124,17 +124,17 @@ Deno.test("the shuffle is seeded, differs per epoch, and replays from a saved st
   a.state = saved;
   assert.deepEqual(a.nextEpochOrder(), epoch2);
   a.state = saved;
-  const resumed = [...a.epoch(5)].map(take);
+  const resumed = await Promise.all([...a.epoch(5)].map(take));
   assert.equal(resumed.length, epoch2.length - 5);
   assert.deepEqual(resumed[0].inputs.map((row) => row[0] / 4), epoch2[5]);
 });
 
-Deno.test("epoch() draws its order when called, so state read after it belongs to the next epoch", () => {
+Deno.test("epoch() draws its order when called, so state read after it belongs to the next epoch", async () => {
   const loader = new TextDataLoader(counting(40, 4, 4), { batchSize: 2 });
   const before = loader.state.rngState;
   const batches = loader.epoch();
   assert.notEqual(loader.state.rngState, before);
-  for (const batch of batches) take(batch);
+  for (const batch of batches) await take(batch);
 });
 
 Deno.test("shuffle false keeps the windows in text order on every epoch", () => {

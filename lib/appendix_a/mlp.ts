@@ -148,11 +148,11 @@ export interface TrainResult {
  * (`w -= lr * grad`, torch.optim.SGD without momentum), printing
  * `Epoch: 001/003 | Batch 000/002 | Train Loss: 0.75` per batch.
  */
-export function trainModel(
+export async function trainModel(
   model: NeuralNetwork,
   trainLoader: DataLoader,
   { lr = 0.5, numEpochs = 3, log = console.log }: TrainOptions = {},
-): TrainResult {
+): Promise<TrainResult> {
   const params = [...model.namedParameters().values()].filter((v) => v.trainable);
   const batchLosses: number[] = [];
   const pad = (n: number) => String(n).padStart(3, "0");
@@ -160,13 +160,15 @@ export function trainModel(
     model.train();
     let batchIdx = 0;
     for (const batch of trainLoader) {
-      const loss = tf.tidy(() => {
+      const value = tf.tidy(() => {
         const x = tf.tensor2d(batch.features);
         const y = tf.tensor1d(batch.labels, "int32");
         const { value, grads } = tf.variableGrads(() => crossEntropy(model.forward(x), y), params);
         for (const v of params) v.assign(tf.sub(v, tf.mul(grads[v.name], lr)));
-        return value.dataSync()[0];
+        return value;
       });
+      const loss = (await value.data())[0];
+      value.dispose();
       batchLosses.push(loss);
       log(
         `Epoch: ${pad(epoch + 1)}/${pad(numEpochs)} | Batch ${pad(batchIdx)}/${
@@ -181,18 +183,22 @@ export function trainModel(
 }
 
 /** Predicted class per row: argmax of the logits. */
-export function predict(model: NeuralNetwork, features: readonly (readonly number[])[]): number[] {
-  return tf.tidy(() =>
-    Array.from(tf.argMax(model.forward(tf.tensor2d(features as number[][])), 1).dataSync())
-  );
+export async function predict(
+  model: NeuralNetwork,
+  features: readonly (readonly number[])[],
+): Promise<number[]> {
+  const classes = tf.tidy(() => tf.argMax(model.forward(tf.tensor2d(features as number[][])), 1));
+  const values = Array.from(await classes.data());
+  classes.dispose();
+  return values;
 }
 
 /** The book's compute_accuracy: the fraction of examples whose predicted class is the label. */
-export function computeAccuracy(model: NeuralNetwork, loader: DataLoader): number {
+export async function computeAccuracy(model: NeuralNetwork, loader: DataLoader): Promise<number> {
   let correct = 0;
   let total = 0;
   for (const batch of loader) {
-    const predicted = predict(model, batch.features);
+    const predicted = await predict(model, batch.features);
     correct += predicted.filter((p, i) => p === batch.labels[i]).length;
     total += batch.labels.length;
   }
@@ -219,20 +225,19 @@ export interface LogisticGrads {
  * With the book's values (y = 1, x1 = 1.1, w1 = 2.2, b = 0) the loss is 0.0852 and the gradients
  * are dL/dw1 = -0.0898 and dL/db = -0.0817.
  */
-export function logisticRegressionGrads(
+export async function logisticRegressionGrads(
   { x1 = 1.1, w1 = 2.2, b = 0.0, y = 1.0 }: LogisticExample = {},
-): LogisticGrads {
-  return tf.tidy(() => {
+): Promise<LogisticGrads> {
+  const [loss, gradW1, gradB] = tf.tidy(() => {
     const lossOf = (w: tf.Tensor, bias: tf.Tensor) => {
       const a = tf.sigmoid(tf.add(tf.mul(x1, w), bias));
       // binary_cross_entropy: -(y log a + (1 - y) log(1 - a))
       return tf.neg(tf.add(tf.mul(y, tf.log(a)), tf.mul(1 - y, tf.log(tf.sub(1, a))))) as tf.Scalar;
     };
     const { value, grads } = tf.valueAndGrads(lossOf)([tf.scalar(w1), tf.scalar(b)]);
-    return {
-      loss: value.dataSync()[0],
-      gradW1: grads[0].dataSync()[0],
-      gradB: grads[1].dataSync()[0],
-    };
+    return [value, grads[0], grads[1]];
   });
+  const [l, w, g] = await Promise.all([loss, gradW1, gradB].map((t) => t.data()));
+  tf.dispose([loss, gradW1, gradB]);
+  return { loss: l[0], gradW1: w[0], gradB: g[0] };
 }

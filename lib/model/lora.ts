@@ -519,7 +519,7 @@ function baseParameters(model: Module): Map<string, tf.Variable> {
  * 16 values), the same for a plain model and for it with LoRA layers. Only small slices are read,
  * so GPU backends download little.
  */
-export function baseFingerprint(model: Module): string {
+export async function baseFingerprint(model: Module): Promise<string> {
   let h = 0x811c9dc5;
   const mix = (bytes: Uint8Array) => {
     for (const b of bytes) h = Math.imul(h ^ b, 0x01000193);
@@ -533,7 +533,7 @@ export function baseFingerprint(model: Module): string {
       const flat = v.reshape([-1]);
       return tf.concat([flat.slice(0, k), flat.slice(n - k, k)]);
     });
-    const data = sample.dataSync() as Float32Array;
+    const data = await sample.data() as Float32Array;
     sample.dispose();
     mix(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
   }
@@ -596,7 +596,7 @@ export async function saveAdapter(
       out_features: layers.get(name)!.outDim,
     })),
     base_model_config: { vocabSize, embDim, nHeads, nLayers, qkvBias },
-    base_model_fingerprint: baseFingerprint(model),
+    base_model_fingerprint: await baseFingerprint(model),
     format: FORMAT,
     format_version: 1,
   };
@@ -724,7 +724,7 @@ export async function loadAdapter(
     );
   }
   if (checkBaseWeights && c.base_model_fingerprint) {
-    const got = baseFingerprint(model);
+    const got = await baseFingerprint(model);
     if (got !== c.base_model_fingerprint) {
       throw new UserError(
         `adapter ${dir} was trained on other base weights than this model's ("${c.base_model_name_or_path}", fingerprint ${c.base_model_fingerprint}, this model ${got}); pass checkBaseWeights: false to apply it anyway`,

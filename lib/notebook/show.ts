@@ -21,10 +21,17 @@ export function inJupyter(): boolean {
   return jupyterKernel() !== undefined;
 }
 
-/** Text for a value: strings as they are, tensors in tfjs' print layout, the rest inspected. */
-export function formatValue(value: unknown): string {
+/**
+ * Text for a value: strings as they are, tensors in tfjs' print layout, the rest inspected.
+ * A tensor is first read with `await data()`: GPU backends keep that copy on the CPU, so the
+ * synchronous read inside tfjs' `toString` is served from it (WebGPU under Deno has no other).
+ */
+export async function formatValue(value: unknown): Promise<string> {
   if (typeof value === "string") return value;
-  if (value instanceof tf.Tensor) return value.toString(true);
+  if (value instanceof tf.Tensor) {
+    await value.data();
+    return value.toString(true);
+  }
   return Deno.inspect(value, { colors: false, depth: 6, iterableLimit: 200 });
 }
 
@@ -38,7 +45,7 @@ export function formatValue(value: unknown): string {
  */
 export async function show(value: unknown): Promise<void> {
   const kernel = jupyterKernel();
-  const text = formatValue(value);
+  const text = await formatValue(value);
   if (!kernel) {
     console.log(text);
     return;
@@ -53,4 +60,15 @@ export function profile(): "quick" | "full" {
     throw new Error(`LLM_PROFILE must be quick or full (got "${p}")`);
   }
   return p;
+}
+
+/**
+ * The values of a tensor as a plain array, read with `await data()` (GPU backends have no
+ * synchronous read); the tensor is disposed. For cells that compute inside `tf.tidy` and show the
+ * result: `await readValues(tf.tidy(() => tf.max(diff)))`.
+ */
+export async function readValues(t: tf.Tensor): Promise<number[]> {
+  const values = Array.from(await t.data() as Float32Array | Int32Array);
+  t.dispose();
+  return values;
 }

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { UserError } from "../util/errors.ts";
 import { writeTextAtomic } from "../util/fs.ts";
 import { run } from "./proc.ts";
+import { findSyncReads } from "./sync_reads.ts";
 import {
   cellOfLine,
   type CellSpan,
@@ -25,6 +26,8 @@ Steps (all run; exit 1 if any fails):
               be as deno fmt writes it
   lint        deno lint lib tests bench
   types       deno check lib tests bench
+  sync-reads  no dataSync()/arraySync()/bufferSync() in lib, tests, bench or notebook cells
+              (WebGPU under Deno has no synchronous read: use await t.data())
   notebooks   no committed outputs or execution counts, Deno kernelspec; code cells of each
               notebook concatenated into build/check/NAME.ts, then deno check + deno lint on them
               (errors name the notebook cell). Strip outputs with:
@@ -143,6 +146,16 @@ async function fmtNotebooks(): Promise<boolean> {
   return ok;
 }
 
+/** Lists every synchronous tensor read; true when there is none. */
+async function checkSyncReads(): Promise<boolean> {
+  const found = await findSyncReads(CODE_DIRS);
+  for (const f of found) {
+    console.error(`${f.where}: synchronous read (use await t.data()): ${f.text}`);
+  }
+  if (found.length === 0) console.log("no synchronous tensor reads");
+  return found.length === 0;
+}
+
 /** Runs every step and prints a summary; returns the number of failed steps. */
 export async function check(): Promise<number> {
   const dirs = withFiles(CODE_DIRS, [".ts"]);
@@ -153,6 +166,7 @@ export async function check(): Promise<number> {
     }],
     ["lint", async () => (await run(["deno", "lint", ...dirs])).ok],
     ["types", async () => (await run(["deno", "check", ...dirs])).ok],
+    ["sync-reads", checkSyncReads],
     ["notebooks", checkNotebooks],
   ];
   const failed: string[] = [];

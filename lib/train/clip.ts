@@ -12,7 +12,7 @@
  * import * as tf from "@tensorflow/tfjs";
  * import { clipGradNorm } from "./clip.ts";
  * const grads = { w: tf.tensor1d([3, 4]) };
- * const { grads: clipped, totalNorm } = clipGradNorm(grads, 1.0);
+ * const { grads: clipped, totalNorm } = await clipGradNorm(grads, 1.0);
  * totalNorm; // 5
  * clipped.w; // [0.6, 0.8] (up to the 1e-6 in the coefficient)
  * tf.dispose([grads.w, clipped.w]);
@@ -33,18 +33,10 @@ export interface ClipResult<G extends NamedGrads> {
 }
 
 /**
- * Clips gradients by their global L2 norm (torch's `clip_grad_norm_(params, max_norm)`).
- * Reads the norm back synchronously; on WebGPU prefer `clipGradNormAsync`.
+ * Clips gradients by their global L2 norm (torch's `clip_grad_norm_(params, max_norm)`). The norm
+ * is read back with `await data()`: GPU backends have no synchronous read.
  */
-export function clipGradNorm<G extends NamedGrads>(grads: G, maxNorm: number): ClipResult<G> {
-  const { grads: out, norm } = clipOnDevice(grads, maxNorm);
-  const totalNorm = norm.dataSync()[0];
-  norm.dispose();
-  return { grads: out, totalNorm };
-}
-
-/** `clipGradNorm` that reads the norm with `await data()` (no blocking read on GPU backends). */
-export async function clipGradNormAsync<G extends NamedGrads>(
+export async function clipGradNorm<G extends NamedGrads>(
   grads: G,
   maxNorm: number,
 ): Promise<ClipResult<G>> {
@@ -86,11 +78,11 @@ export async function clipGradNormInPlace(
 }
 
 /** The global L2 norm of gradients as a number (no clipping). */
-export function globalNorm(grads: NamedGrads): number {
+export async function globalNorm(grads: NamedGrads): Promise<number> {
   const entries = entriesOf(grads);
   if (entries.length === 0) return 0;
   const norm = tf.tidy(() => globalNormTensor(entries.map(([, g]) => g)));
-  const value = norm.dataSync()[0];
+  const value = (await norm.data())[0];
   norm.dispose();
   return value;
 }
