@@ -4,6 +4,8 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { UserError } from "./util/errors.ts";
+import { registerGroupedAddN } from "./webgpu/addn.ts";
+import { setUpWebGPU, type WebGPUDeviceInfo } from "./webgpu/device.ts";
 
 /** The backends this project knows. */
 export const BACKENDS = ["tensorflow", "webgpu", "wasm", "cpu"] as const;
@@ -80,24 +82,14 @@ const TRY: Record<BackendName, Attempt> = {
     return "tfjs-node-gpu not installed";
   },
   async webgpu(forced) {
-    const gpu = (navigator as Navigator & { gpu?: GPU }).gpu;
-    if (!gpu) return "run deno with --unstable-webgpu to enable it";
-    // Mesa's Vulkan loader complains on stderr without it (harmless, but noise in every run).
-    if (!Deno.env.get("XDG_RUNTIME_DIR")) Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync());
-    const adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
-    if (!adapter) return "no WebGPU adapter";
-    const info = adapter.info;
-    const software = adapter.info.isFallbackAdapter ||
-      /llvmpipe|lavapipe|swiftshader/i.test(`${info.device} ${info.description}`);
-    // A software (CPU) Vulkan driver is far slower than the cpu backend with BLAS: only if forced.
-    if (software && !forced) {
-      return `adapter "${info.description || info.device}" is a software renderer`;
-    }
-    await import("@tensorflow/tfjs-backend-webgpu");
+    const info = await setUpWebGPU(forced);
+    if (typeof info === "string") return info;
+    registerGroupedAddN();
     if (!(await tf.setBackend("webgpu"))) return "tfjs webgpu backend did not initialise";
     return {
-      detail: `${info.vendor} ${info.description || info.device}`.trim(),
-      maxTensorBytes: adapter.limits.maxStorageBufferBindingSize,
+      detail: describeDevice(info),
+      // One tensor is one buffer, bound whole: the smaller limit decides.
+      maxTensorBytes: Math.min(info.maxStorageBufferBindingSize, info.maxBufferSize),
     };
   },
   async wasm() {
@@ -165,9 +157,9 @@ export async function registerOtherBackends(): Promise<string[]> {
     );
     names.push("wasm");
   } catch { /* not installed */ }
-  const gpu = (navigator as Navigator & { gpu?: GPU }).gpu;
-  if (gpu && await gpu.requestAdapter().catch(() => null)) {
-    await import("@tensorflow/tfjs-backend-webgpu");
+  // A software adapter too: appendix A's timing shows what it costs.
+  if (typeof (await setUpWebGPU(true).catch(() => "failed")) !== "string") {
+    registerGroupedAddN();
     names.push("webgpu");
   }
   return names;
@@ -181,6 +173,16 @@ async function registerFastKernelsIfPresent(): Promise<string> {
   } catch (err) {
     return `plain JS kernels: ${firstLine(err)}`;
   }
+}
+
+/** "NVIDIA H200; 2048 MiB per tensor, ..." : the adapter and the limits that decide what fits. */
+function describeDevice(info: WebGPUDeviceInfo): string {
+  const mib = (n: number) => `${Math.floor(n / 2 ** 20)} MiB`;
+  return `${info.adapter}${info.software ? " (software)" : ""}; binds ${
+    mib(info.maxStorageBufferBindingSize)
+  } per tensor, buffers up to ${
+    mib(info.maxBufferSize)
+  }, ${info.maxStorageBuffersPerShaderStage} storage buffers per kernel`;
 }
 
 function firstLine(err: unknown): string {
