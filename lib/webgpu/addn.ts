@@ -34,9 +34,10 @@ export function registerGroupedAddN(): void {
       const next: tf.TensorInfo[] = [];
       for (let i = 0; i < inputs.length; i += size) {
         const group = inputs.slice(i, i + size);
-        const sum = group.length === 1
-          ? group[0]
-          : stockFunc({ ...args, inputs: group as unknown as tf.NamedTensorInfoMap }) as tf.TensorInfo;
+        const sum = group.length === 1 ? group[0] : stockFunc({
+          ...args,
+          inputs: group as unknown as tf.NamedTensorInfoMap,
+        }) as tf.TensorInfo;
         if (sum !== group[0]) partials.push(sum);
         next.push(sum);
       }
