@@ -1,11 +1,16 @@
 /**
  * Text generation (the book's `generate`): crop to the context, optional top-k, temperature
- * scaling (0 = greedy), an end-of-sequence id that stops early, and seeded sampling.
+ * scaling (0 = greedy), an end-of-sequence id that stops early, and seeded sampling; besides the
+ * book, Hugging Face's top-p and repetition penalty (lib/model/sampling.ts) and stop strings.
  * A key/value cache makes each new token cost one position instead of the whole context.
  */
 import * as tf from "@tensorflow/tfjs";
 import { disposeCaches, type GPTModel, type LayerCache } from "./gpt.ts";
 import { makeRng } from "../util/random.ts";
+import { UserError } from "../util/errors.ts";
+import { checkSampling, cutAtStop, pickToken } from "./sampling.ts";
+
+export { cutAtStop, pickToken };
 
 /** Options of `generate`, with the book's defaults. */
 export interface GenerateOptions {
@@ -16,6 +21,14 @@ export interface GenerateOptions {
   temperature?: number;
   /** Keep only the k most likely tokens before sampling. */
   topK?: number;
+  /** Nucleus sampling: keep the most likely tokens up to this total probability, in (0, 1]. */
+  topP?: number;
+  /** CTRL's repetition penalty over prompt and generated ids (> 0; 1 = none, HF suggests 1.2). */
+  repetitionPenalty?: number;
+  /** Stop once the generated text contains one of these strings (needs `decode`). */
+  stop?: readonly string[];
+  /** Turns ids into text, for `stop` (e.g. the tokenizer's decode). */
+  decode?: (ids: number[]) => string;
   /** Stop when this token is produced (it is not returned). */
   eosId?: number;
   /** Seed of the sampling RNG. */
@@ -33,7 +46,12 @@ export async function generate(
   opts: GenerateOptions,
 ): Promise<number[]> {
   const ctx = Math.min(opts.contextSize ?? model.config.contextLength, model.config.contextLength);
-  const { temperature = 0, topK, eosId, useCache = true } = opts;
+  const { temperature = 0, topK, topP, repetitionPenalty, eosId, useCache = true } = opts;
+  checkSampling({ topK, topP, repetitionPenalty });
+  const stops = (opts.stop ?? []).filter((s) => s.length > 0);
+  if (stops.length > 0 && !opts.decode) {
+    throw new UserError("generate(): stop strings need a decode function");
+  }
   const rng = makeRng(opts.seed ?? 123);
   const wasTraining = model.training;
   model.eval();
@@ -62,50 +80,19 @@ export async function generate(
         temperature,
         topK,
         () => rng.next(),
+        { topP, repetitionPenalty, context: ids },
       );
       logits.dispose();
       if (eosId !== undefined && next === eosId) break;
       ids.push(next);
       out.push(next);
       opts.onToken?.(next);
+      // The token that completes a stop string is kept (as Hugging Face's stop_strings).
+      if (stops.length > 0 && cutAtStop(opts.decode!(out), stops).hit) break;
     }
   } finally {
     if (caches) disposeCaches(caches);
     model.train(wasTraining);
   }
   return out;
-}
-
-/** Chooses the next token from one row of logits, as the book's generate does. */
-export function pickToken(
-  logits: Float32Array,
-  temperature: number,
-  topK: number | undefined,
-  random: () => number,
-): number {
-  let row = logits;
-  if (topK !== undefined && topK > 0 && topK < row.length) {
-    // Book: logits below the k-th largest become -inf.
-    const kth = [...row].sort((a, b) => b - a)[topK - 1];
-    row = row.map((x) => (x < kth ? -Infinity : x));
-  }
-  if (!(temperature > 0)) return argmax(row);
-  let max = -Infinity;
-  for (const x of row) if (x > max) max = x;
-  const probs = row.map((x) => Math.exp((x - max) / temperature));
-  let total = 0;
-  for (const p of probs) total += p;
-  let r = random() * total;
-  for (let i = 0; i < probs.length; i++) {
-    r -= probs[i];
-    if (r <= 0 && probs[i] > 0) return i;
-  }
-  return argmax(row);
-}
-
-/** Index of the largest value (the first one on ties, like torch.argmax). */
-function argmax(row: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
 }

@@ -45,6 +45,16 @@ export interface AdamWOptions {
   weightDecay?: number;
   /** Use a registered `LlmAdamW` kernel when there is one (default true). */
   useKernel?: boolean;
+  /**
+   * Which parameters get the weight decay (default: all, as the book). `decayMatricesOnly` is
+   * nanoGPT's rule: tensors of rank >= 2 (matrices, embeddings), never biases or LayerNorm.
+   */
+  decay?: (name: string, shape: readonly number[]) => boolean;
+}
+
+/** nanoGPT's decay groups: decay matrices and embeddings (rank >= 2), not biases or norms. */
+export function decayMatricesOnly(_name: string, shape: readonly number[]): boolean {
+  return shape.length >= 2;
 }
 
 /** Gradients by parameter name; the optimizer reads them and never disposes them. */
@@ -66,6 +76,8 @@ interface ParamState {
   m: tf.Variable;
   v: tf.Variable;
   step: number;
+  /** This parameter's weight decay (0 outside the decay group). */
+  weightDecay: number;
 }
 
 /** AdamW over named tf.Variables (only the `trainable` ones get state and are updated). */
@@ -83,6 +95,7 @@ export class AdamW {
   constructor(params: Map<string, tf.Variable>, opts: AdamWOptions = {}) {
     const { lr = 1e-3, betas = [0.9, 0.999], eps = 1e-8, weightDecay = 0.01, useKernel = true } =
       opts;
+    const decay = opts.decay ?? (() => true);
     checkLr(lr);
     for (const b of betas) {
       if (!(b >= 0 && b < 1)) throw new RangeError(`AdamW betas must be in [0, 1) (got ${betas})`);
@@ -102,8 +115,14 @@ export class AdamW {
       this.#params.set(name, p);
       // Unnamed (tfjs variable names are global) and made inside tidy so the zeros are freed.
       const zeros = () => tf.tidy(() => tf.variable(tf.zeros(p.shape, "float32"), false));
-      this.#state.set(name, { m: zeros(), v: zeros(), step: 0 });
+      const wd = decay(name, p.shape) ? weightDecay : 0;
+      this.#state.set(name, { m: zeros(), v: zeros(), step: 0, weightDecay: wd });
     }
+  }
+
+  /** Names of the parameters that get no weight decay (empty by default). */
+  get noDecayNames(): string[] {
+    return [...this.#state].filter(([, s]) => s.weightDecay === 0).map(([name]) => name);
   }
 
   /** Names of the parameters this optimizer updates. */
@@ -159,7 +178,7 @@ export class AdamW {
     const biasCorrection2 = 1 - beta2 ** s.step;
     const stepSize = lr / biasCorrection1;
     const biasCorrection2Sqrt = Math.sqrt(biasCorrection2);
-    const decayed = tf.mul(p, tf.scalar(1 - lr * this.weightDecay));
+    const decayed = tf.mul(p, tf.scalar(1 - lr * s.weightDecay));
     const m = tf.add(tf.mul(s.m, tf.scalar(beta1)), tf.mul(g, tf.scalar(1 - beta1)));
     const v = tf.add(tf.mul(s.v, tf.scalar(beta2)), tf.mul(tf.mul(g, tf.scalar(1 - beta2)), g));
     const denom = tf.add(tf.div(tf.sqrt(v), tf.scalar(biasCorrection2Sqrt)), tf.scalar(this.eps));
@@ -174,7 +193,7 @@ export class AdamW {
     const out = tf.engine().runKernel(
       ADAMW_KERNEL,
       { param: p, grad: g, m: s.m, v: s.v } as unknown as tf.NamedTensorMap,
-      { lr: this.lr, beta1, beta2, eps: this.eps, weightDecay: this.weightDecay, step: s.step },
+      { lr: this.lr, beta1, beta2, eps: this.eps, weightDecay: s.weightDecay, step: s.step },
     ) as tf.Tensor[];
     if (!Array.isArray(out) || out.length !== 3) {
       throw new Error(`kernel ${ADAMW_KERNEL} must return [param, m, v]`);
