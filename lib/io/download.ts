@@ -20,6 +20,7 @@ import { fileURLToPath } from "node:url";
 import { UserError } from "../util/errors.ts";
 import { exists } from "../util/fs.ts";
 import { checkSafetensorsFile } from "./safetensors.ts";
+import { findInHfCache, hfHubCacheDir } from "./hf_cache.ts";
 
 /** OpenAI's GPT-2 sizes and their Hugging Face repositories. */
 export const PRETRAINED: Record<string, string> = {
@@ -82,6 +83,8 @@ export interface DownloadOptions {
   retryDelayMs?: number;
   /** No progress line on stderr. */
   quiet?: boolean;
+  /** Extra request headers (e.g. the Hub token's Authorization). */
+  headers?: Record<string, string>;
 }
 
 const MB = 1e6;
@@ -221,7 +224,10 @@ export async function downloadFile(
       await Deno.remove(part);
       have = 0;
     }
-    const headers: Record<string, string> = { "Accept-Encoding": "identity" };
+    const headers: Record<string, string> = {
+      ...options.headers,
+      "Accept-Encoding": "identity",
+    };
     if (have > 0) headers.Range = `bytes=${have}-`;
     let res: Response;
     try {
@@ -345,6 +351,34 @@ export interface PretrainedOptions {
   /** See {@link DownloadOptions}. */
   retries?: number;
   retryDelayMs?: number;
+  /** The Python Hugging Face cache to reuse (default {@link hfHubCacheDir}); false: never. */
+  hfCache?: string | false;
+}
+
+/** The Hub token: env HF_TOKEN (or HUGGING_FACE_HUB_TOKEN), else `$HF_HOME/token` as huggingface-cli saves it. */
+export async function hfToken(): Promise<string | undefined> {
+  const env = Deno.env.get("HF_TOKEN")?.trim() || Deno.env.get("HUGGING_FACE_HUB_TOKEN")?.trim();
+  if (env) return env;
+  const hub = hfHubCacheDir();
+  const home = Deno.env.get("HF_HOME")?.trim() || (hub ? dirname(hub) : undefined);
+  if (!home) return undefined;
+  try {
+    return (await Deno.readTextFile(join(home, "token"))).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Request headers for the Hub: the token as a bearer, when there is one. */
+export async function hubHeaders(): Promise<Record<string, string>> {
+  const token = await hfToken();
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+/** Ids the Python cache may hold a repo under: `openai-community/gpt2` was once `gpt2`. */
+function cacheIds(repo: string): string[] {
+  const legacy = /^openai-community\/(.+)$/.exec(repo);
+  return legacy ? [repo, legacy[1]] : [repo];
 }
 
 async function isGpt2Config(path: string): Promise<boolean> {
@@ -371,6 +405,13 @@ export async function downloadPretrained(
       `unknown pretrained model "${name}"; valid names: ${Object.keys(PRETRAINED).join(", ")}`,
     );
   }
+  if (options.hfCache !== false) {
+    const hit = await findInHfCache(cacheIds(repo), options.hfCache ?? hfHubCacheDir());
+    if (hit) {
+      if (!options.quiet) console.error(`${name}: using the Hugging Face cache (${hit})`);
+      return hit;
+    }
+  }
   const dir = join(options.cacheDir ?? defaultCacheDir(), name);
   const page = `${options.baseUrl?.replace(/\/+$/, "") ?? hfBaseUrl()}/${repo}`;
   const common: DownloadOptions = {
@@ -378,6 +419,7 @@ export async function downloadPretrained(
     quiet: options.quiet,
     retries: options.retries,
     retryDelayMs: options.retryDelayMs,
+    headers: await hubHeaders(),
   };
   try {
     const configPath = join(dir, "config.json");

@@ -39,6 +39,7 @@ import {
   PRETRAINED,
 } from "../io/download.ts";
 import { UserError } from "../util/errors.ts";
+import { downloadRepo, parseRepoId } from "../io/hub.ts";
 import { exists, writeTextAtomic } from "../util/fs.ts";
 import { generate } from "../model/generate.ts";
 import type { ResponseEntry } from "../judge.ts";
@@ -270,9 +271,8 @@ export interface BaseModel {
 
 function unknownWeights(weights: string): UserError {
   return new UserError(
-    `--weights "${weights}" is neither a folder nor a pretrained name; valid names: ${
-      Object.keys(PRETRAINED).join(", ")
-    }`,
+    `--weights "${weights}" is neither a folder nor a pretrained name nor a Hugging Face repo ` +
+      `id (ORG/NAME or hf:NAME); valid names: ${Object.keys(PRETRAINED).join(", ")}`,
   );
 }
 
@@ -283,6 +283,8 @@ function unknownWeights(weights: string): UserError {
 export async function baseModelConfig(weights: string): Promise<GPTConfig> {
   if (await exists(weights)) return await readHfConfig(weights);
   if (weights in PRETRAINED) return { ...PRESETS[weights], qkvBias: true };
+  const repo = parseRepoId(weights);
+  if (repo) return await readHfConfig(await downloadRepo(repo, { configOnly: true }));
   throw unknownWeights(weights);
 }
 
@@ -301,7 +303,8 @@ export async function cachedPretrained(
 }
 
 /**
- * The checkpoint folder of `weights`: the folder itself, or for a pretrained name its cache
+ * The checkpoint folder of `weights`: the folder itself, for a pretrained name or a Hub repo id
+ * (`ORG/NAME`, `hf:NAME`, a GPT-2) the Python Hugging Face cache's snapshot or our cache
  * folder, downloading the files the first time (a truncated cached file is resumed).
  */
 export async function resolveWeights(
@@ -309,6 +312,8 @@ export async function resolveWeights(
   { cacheDir }: { cacheDir?: string } = {},
 ): Promise<string> {
   if (await exists(weights)) return weights;
+  const repo = weights in PRETRAINED ? undefined : parseRepoId(weights);
+  if (repo) return await downloadRepo(repo, { cacheDir });
   if (!(weights in PRETRAINED)) throw unknownWeights(weights);
   return await downloadPretrained(weights, { cacheDir });
 }
