@@ -90,7 +90,7 @@ Deno.test("early stopping ends the run at the first evaluation 3 evaluations aft
   assertEquals(r.evals.at(-1)!.evalsSinceBest, 3);
   assertEquals(r.evals.at(-1)!.earlyStop, true);
   assert(r.evals.slice(0, -1).every((e) => e.evalsSinceBest! < 3 && !e.earlyStop));
-  assertEquals(bests, r.evals.filter((e, i) => want[i].evalsSinceBest === 0).map((e) => e.step));
+  assertEquals(bests, r.evals.filter((_e, i) => want[i].evalsSinceBest === 0).map((e) => e.step));
   assertEquals(r.state.best, { step: want.at(-1)!.bestStep, valLoss: want.at(-1)!.bestValLoss });
   assert(r.state.step < 8 * s.trainLoader.length);
 });

@@ -20,7 +20,8 @@
  * update by `alpha`; the book's repository was corrected to `alpha / rank`, which is what the LoRA
  * paper and Hugging Face PEFT use and our default (`scaling: "alpha/rank"`). With the book's
  * rank 16 / alpha 16 the printed version scales the update 16 times more; `scaling: "alpha"`
- * reproduces it. Parameter counts do not depend on it.
+ * reproduces it. Parameter counts do not depend on it. `"alpha/sqrt(rank)"` is rsLoRA (Kalajdzievski
+ * 2023, PEFT's `use_rslora`), which keeps the update's size stable as the rank grows.
  * @module
  */
 import { join } from "node:path";
@@ -33,9 +34,9 @@ import { dropout, Linear, type LinearLike, Module, SeedStream } from "./nn.ts";
 import { readSafetensors, type TensorMap, writeSafetensors } from "../io/safetensors.ts";
 
 /** How `alpha` turns into the factor of the update: see the module notes (erratum). */
-export type LoraScaling = "alpha/rank" | "alpha";
+export type LoraScaling = "alpha/rank" | "alpha" | "alpha/sqrt(rank)";
 /** The scaling rules, default first. */
-export const LORA_SCALINGS: readonly LoraScaling[] = ["alpha/rank", "alpha"];
+export const LORA_SCALINGS: readonly LoraScaling[] = ["alpha/rank", "alpha", "alpha/sqrt(rank)"];
 
 /** Options of a LoRA layer. */
 export interface LoRAOptions {
@@ -50,13 +51,38 @@ export interface LoRAOptions {
   seed?: number;
 }
 
-/** The factor of the update: alpha / rank, or alpha (the printed book's erratum). */
+/** The factor of the update: alpha / rank, alpha (the printed book's erratum), or rsLoRA's alpha / sqrt(rank). */
 export function loraScale(
   rank: number,
   alpha: number,
   scaling: LoraScaling = "alpha/rank",
 ): number {
+  if (scaling === "alpha/sqrt(rank)") return alpha / Math.sqrt(rank);
   return scaling === "alpha" ? alpha : alpha / rank;
+}
+
+/**
+ * `--lora-targets`: `all-linear` (every Linear, the book), `all-but-head`, a regular expression
+ * written `/.../` that must match a whole layer name (e.g. `/.*att\.W_(query|value)/`), or a
+ * comma-separated list of names or block-relative suffixes (`att.W_query,att.W_value`).
+ */
+export function parseLoraTargets(text: string): LoraTargets {
+  const t = text.trim();
+  if (t === "all-linear" || t === "all") return "all";
+  if (t === "all-but-head") return "all-but-head";
+  const re = /^\/(.+)\/$/.exec(t);
+  if (re) {
+    let pattern: RegExp;
+    try {
+      pattern = new RegExp(`^(?:${re[1]})$`);
+    } catch (err) {
+      throw new UserError(`--lora-targets ${t}: ${(err as Error).message}`);
+    }
+    return (name: string) => pattern.test(name);
+  }
+  const list = t.split(",").map((x) => x.trim()).filter(Boolean);
+  if (list.length === 0) throw new UserError("--lora-targets is empty");
+  return list;
 }
 
 function checkLoraArgs(rank: number, alpha: number, o: LoRAOptions): void {
@@ -466,8 +492,9 @@ export interface AdapterConfig {
   bias: "none";
   /** Our weights are [in, out] like GPT-2's Conv1D (PEFT sets this for GPT-2). */
   fan_in_fan_out: true;
-  use_rslora: false;
-  /** Ours: "alpha/rank" (PEFT's rule) or "alpha" (the printed book's erratum). */
+  /** True for rsLoRA's alpha / sqrt(r) (`scaling_rule` "alpha/sqrt(rank)"). */
+  use_rslora: boolean;
+  /** Ours: "alpha/rank" (PEFT's rule), "alpha" (the printed book's erratum) or "alpha/sqrt(rank)" (rsLoRA). */
   scaling_rule: LoraScaling;
   /** Ours: the factor itself. */
   scaling: number;
@@ -587,7 +614,7 @@ export async function saveAdapter(
     target_modules: targetModules(allLinear, names),
     bias: "none",
     fan_in_fan_out: true,
-    use_rslora: false,
+    use_rslora: s.scaling === "alpha/sqrt(rank)",
     scaling_rule: s.scaling,
     scaling: loraScale(s.rank, s.alpha, s.scaling),
     layers: names.map((name) => ({
@@ -643,7 +670,8 @@ export async function readAdapterConfig(dir: string): Promise<AdapterConfig> {
   if (!(typeof c.lora_alpha === "number" && c.lora_alpha > 0)) {
     bad(`lora_alpha must be a positive number (got ${c.lora_alpha})`);
   }
-  c.scaling_rule ??= "alpha/rank"; // PEFT's rule when the field is absent
+  // PEFT's rule when the field is absent: alpha / r, or alpha / sqrt(r) with use_rslora.
+  c.scaling_rule ??= c.use_rslora ? "alpha/sqrt(rank)" : "alpha/rank";
   if (!LORA_SCALINGS.includes(c.scaling_rule)) bad(`unknown scaling_rule "${c.scaling_rule}"`);
   c.lora_dropout ??= 0;
   if (!Array.isArray(c.layers) || c.layers.length === 0) {

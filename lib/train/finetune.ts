@@ -47,6 +47,7 @@ import {
   countTrainable,
   freezeAll,
   type LoraScaling,
+  type LoraTargets,
   replaceLinearWithLora,
 } from "../model/lora.ts";
 import { GPTModel } from "../model/gpt.ts";
@@ -352,8 +353,12 @@ export interface ApplyLoraOptions {
   rank: number;
   /** Book: 16. */
   alpha: number;
-  /** "alpha/rank" (default, the corrected book repository) or "alpha" (the printed book). */
+  /** "alpha/rank" (default, the corrected book repository), "alpha" (the printed book), "alpha/sqrt(rank)" (rsLoRA). */
   scaling?: LoraScaling;
+  /** Which linear layers get LoRA (default "all", as the book). */
+  targets?: LoraTargets;
+  /** Dropout on the LoRA branch (default 0, as the book). */
+  dropout?: number;
   seed?: number;
 }
 
