@@ -1,6 +1,7 @@
 /** `llm generate`: continue a prompt with a checkpoint (the book's generate). */
 import { initBackend } from "../backend.ts";
-import { generate } from "../model/generate.ts";
+import { cutAtStop, generate } from "../model/generate.ts";
+import { loadAdapter } from "../model/lora.ts";
 import { decode, encode, END_OF_TEXT } from "../data/tokenizer.ts";
 import { UserError } from "../util/errors.ts";
 import type { Command, Flags } from "./args.ts";
@@ -10,12 +11,13 @@ export const generateCmd: Command = {
   name: "generate",
   summary: "generate text from a prompt with a checkpoint or pretrained GPT-2",
   usage:
-    "generate --weights DIR|NAME --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--seed S] [--json]",
+    "generate --weights DIR|NAME|ORG/REPO --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--repetition-penalty R] [--stop S] [--adapter DIR] [--seed S] [--json]",
   flags: {
     weights: {
       type: "string",
       required: true,
-      help: "checkpoint folder (HF GPT-2 layout) or gpt2-small|-medium|-large|-xl",
+      help: "checkpoint folder (HF GPT-2 layout), gpt2-small|-medium|-large|-xl, or a Hub " +
+        "GPT-2 repo id (ORG/NAME or hf:NAME, e.g. distilbert/distilgpt2)",
     },
     prompt: { type: "string", help: "text to continue" },
     "prompt-ids": {
@@ -29,6 +31,22 @@ export const generateCmd: Command = {
       help: "0 = greedy; >0 samples from softmax(logits / T)",
     },
     "top-k": { type: "int", positive: true, help: "sample among the k most likely tokens" },
+    "top-p": {
+      type: "number",
+      help: "nucleus sampling: keep the most likely tokens up to this probability, in (0, 1]",
+    },
+    "repetition-penalty": {
+      type: "number",
+      help: "CTRL/Hugging Face penalty (> 0) on tokens already in prompt or output; 1 = none",
+    },
+    stop: {
+      type: "string",
+      help: 'stop when the output contains this text (\\n for a newline, e.g. "\\n\\n")',
+    },
+    adapter: {
+      type: "string",
+      help: "apply this LoRA adapter folder (finetune's adapter/) without merging it",
+    },
     seed: { type: "int", default: 123, help: "seed of the sampling" },
     "stop-at-eos": { type: "boolean", default: false, help: "stop at <|endoftext|> (50256)" },
     "no-cache": { type: "boolean", default: false, help: "recompute the whole context each token" },
@@ -41,9 +59,20 @@ export const generateCmd: Command = {
   async run(f) {
     promptIds(f); // validate before loading anything
     if ((f.temperature as number) < 0) throw new UserError("generate: --temperature must be >= 0");
+    const topP = f["top-p"] as number | undefined;
+    if (topP !== undefined && !(topP > 0 && topP <= 1)) {
+      throw new UserError(`generate: --top-p must be in (0, 1] (got ${topP})`);
+    }
+    const penalty = f["repetition-penalty"] as number | undefined;
+    if (penalty !== undefined && !(penalty > 0)) {
+      throw new UserError(`generate: --repetition-penalty must be > 0 (got ${penalty})`);
+    }
+    const stop = f.stop !== undefined ? unescapeStop(f.stop as string) : undefined;
+    if (stop === "") throw new UserError("generate: --stop is empty");
     await initBackend({ log: !f.json });
     // Dropout is off in generation whatever the checkpoint says (generate runs in eval mode).
     const { model } = await loadBaseModel(f.weights as string);
+    if (f.adapter !== undefined) await loadAdapter(f.adapter as string, model);
     const prompt = promptIds(f);
     const vocab = model.config.vocabSize;
     const bad = prompt.find((id) => id >= vocab);
@@ -62,14 +91,23 @@ export const generateCmd: Command = {
       maxNewTokens: f["max-new-tokens"] as number,
       temperature: f.temperature as number,
       topK: f["top-k"] as number | undefined,
+      topP,
+      repetitionPenalty: penalty,
+      stop: stop !== undefined ? [stop] : undefined,
+      decode,
       seed: f.seed as number,
       eosId: f["stop-at-eos"] ? END_OF_TEXT : undefined,
       useCache: !f["no-cache"],
     });
-    const text = decode(ids);
+    const text = stop !== undefined ? cutAtStop(decode(ids), [stop]).text : decode(ids);
     console.log(f.json ? JSON.stringify({ ids, text }) : decode(prompt) + text);
   },
 };
+
+/** `\n`, `\t` and `\\` in a --stop value, so that a shell user can pass a newline. */
+function unescapeStop(text: string): string {
+  return text.replace(/\\([nt\\])/g, (_, c) => (c === "n" ? "\n" : c === "t" ? "\t" : "\\"));
+}
 
 function promptIds(f: Flags): number[] {
   if (f["prompt-ids"] !== undefined) {

@@ -1,19 +1,30 @@
 /** `llm model-info`: the book's parameter counts and size of a preset, without allocating it. */
-import { countParams, PRESETS, resolveConfig } from "../model/config.ts";
+import {
+  countParams,
+  type GPTConfig,
+  PRESETS,
+  resolveConfig,
+  validateConfig,
+} from "../model/config.ts";
 import { UserError } from "../util/errors.ts";
 import { countLoraParams } from "../model/lora.ts";
+import { readConfigFile } from "../io/config_file.ts";
 import type { Command } from "./args.ts";
 
 export const modelInfo: Command = {
   name: "model-info",
   summary: "parameter counts and float32 size of a model preset (book chapter 4.6, appendix E)",
   usage:
-    "model-info --model NAME [--context-length N] [--qkv-bias] [--num-classes N] [--lora-rank R --lora-alpha A]",
+    "model-info --model NAME|--config FILE.json [--context-length N] [--qkv-bias] [--num-classes N] [--lora-rank R --lora-alpha A]",
   flags: {
     model: {
       type: "string",
       help: `preset: ${Object.keys(PRESETS).join(", ")}`,
       default: "gpt2-small",
+    },
+    config: {
+      type: "string",
+      help: "any shape: a Hugging Face GPT-2 config.json or the book's cfg dict as JSON (instead of --model)",
     },
     "context-length": { type: "int", positive: true, help: "override the context length" },
     "qkv-bias": {
@@ -37,11 +48,15 @@ export const modelInfo: Command = {
       help: "LoRA alpha (does not change the counts)",
     },
   },
-  run(flags) {
-    const config = resolveConfig(flags.model as string, {
+  async run(flags) {
+    const overrides = {
       contextLength: flags["context-length"] as number | undefined,
       qkvBias: flags["qkv-bias"] as boolean,
-    });
+    };
+    const file = flags.config as string | undefined;
+    const config = file
+      ? withOverrides(await readConfigFile(file), overrides)
+      : resolveConfig(flags.model as string, overrides);
     const numClasses = flags["num-classes"] as number | undefined;
     const rank = flags["lora-rank"] as number | undefined;
     if ((rank === undefined) !== (flags["lora-alpha"] === undefined)) {
@@ -52,7 +67,7 @@ export const modelInfo: Command = {
     const lora = countLoraParams(config, { rank: rank ?? 1, numClasses });
     const totalParams = numClasses === undefined ? counts.totalParams : lora.baseParams;
     const info: Record<string, unknown> = {
-      model: flags.model,
+      model: file ?? flags.model,
       ...counts,
       totalParams,
       trainableParams: rank === undefined ? totalParams : lora.loraParams,
@@ -72,6 +87,16 @@ export const modelInfo: Command = {
       });
     }
     console.log(JSON.stringify(info));
-    return Promise.resolve();
   },
 };
+
+/** A config file's shape with --context-length (and --qkv-bias when set) applied. */
+function withOverrides(
+  config: GPTConfig,
+  o: { contextLength?: number; qkvBias: boolean },
+): GPTConfig {
+  const c = { ...config, contextLength: o.contextLength ?? config.contextLength };
+  if (o.qkvBias) c.qkvBias = true;
+  validateConfig(c);
+  return c;
+}
