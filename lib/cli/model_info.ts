@@ -24,7 +24,8 @@ export const modelInfo: Command = {
     },
     config: {
       type: "string",
-      help: "any shape: a Hugging Face GPT-2 config.json or the book's cfg dict as JSON (instead of --model)",
+      help:
+        "any shape: a Hugging Face GPT-2 config.json or the book's cfg dict as JSON (instead of --model)",
     },
     "context-length": { type: "int", positive: true, help: "override the context length" },
     "qkv-bias": {
