@@ -56,6 +56,10 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** V8's words for an allocation it could not make: the machine's limit, not a bug. */
+const OUT_OF_MEMORY =
+  /Array buffer allocation failed|Invalid typed array length|Invalid array length/;
+
 /** Exit code of an error that is a bug (BSD's EX_SOFTWARE). */
 export const INTERNAL_ERROR_EXIT = 70;
 
@@ -68,6 +72,13 @@ export function reportError(err: unknown): number {
     return 1;
   }
   const e = err instanceof Error ? err : new Error(String(err));
+  if (e instanceof RangeError && OUT_OF_MEMORY.test(e.message)) {
+    console.error(
+      `error: out of memory (${e.message.split("\n")[0]}): the model, batch or context is too ` +
+        "large for this machine; lower --batch-size, --context-length or the model size",
+    );
+    return 1;
+  }
   if (Deno.env.get("LLM_DEBUG") === "1") {
     console.error(e.stack ?? String(e));
   } else {

@@ -16,6 +16,7 @@
  * @module
  */
 import { UserError } from "./util/errors.ts";
+import { readUtf8File } from "./util/utf8.ts";
 import { formatInput, type InstructionEntry, parseInstructionData } from "./data/instruction.ts";
 
 /** The book's Ollama chat endpoint. */
@@ -76,49 +77,81 @@ export async function queryOllama(prompt: string, options: OllamaOptions = {}): 
     // Settings the book uses for deterministic replies.
     options: { seed, temperature, num_ctx: numCtx },
   };
+  const signal = AbortSignal.timeout(timeoutMs);
+  const timedOut = (while_: string) =>
+    new UserError(
+      `Ollama at ${url} did not answer within ${timeoutMs / 1000} s (timed out ${while_}); ` +
+        "is the model still loading? Try again, or raise the timeout",
+    );
   let response: Response;
   try {
     response = await fetchFn(url, {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body),
-      signal: AbortSignal.timeout(timeoutMs),
+      signal,
     });
   } catch (err) {
+    if (signal.aborted) throw timedOut("waiting for the reply to start");
     throw new UserError(
       `cannot reach Ollama at ${url} (${(err as Error).message}); start it with \`ollama serve\``,
     );
   }
   if (!response.ok) {
-    const text = (await response.text()).trim();
+    const text = (await response.text().catch(() => "")).trim();
     throw new UserError(`Ollama at ${url} answered HTTP ${response.status}: ${text.slice(0, 200)}`);
   }
   if (response.body === null) throw new UserError(`Ollama at ${url} sent an empty response`);
+  try {
+    return await readReply(response.body, url);
+  } catch (err) {
+    if (err instanceof UserError) throw err;
+    if (signal.aborted) throw timedOut("while streaming the reply");
+    throw new UserError(
+      `the connection to Ollama at ${url} broke mid-reply (${(err as Error).message})`,
+    );
+  }
+}
 
-  let reply = "";
-  const handleLine = (line: string) => {
-    if (line.trim() === "") return;
-    let chunk: { message?: { content?: string }; error?: string };
-    try {
-      chunk = JSON.parse(line);
-    } catch {
-      throw new UserError(`Ollama at ${url} sent a line that is not JSON: ${line.slice(0, 200)}`);
-    }
-    if (chunk.error) throw new UserError(`Ollama at ${url}: ${chunk.error}`);
-    reply += chunk.message?.content ?? "";
+/** One streamed JSON line of Ollama's reply: its text (or a UserError for anything else). */
+function replyPiece(line: string, url: string): string {
+  let chunk: unknown;
+  try {
+    chunk = JSON.parse(line);
+  } catch {
+    throw new UserError(`Ollama at ${url} sent a line that is not JSON: ${line.slice(0, 200)}`);
+  }
+  if (chunk === null || typeof chunk !== "object" || Array.isArray(chunk)) {
+    throw new UserError(
+      `Ollama at ${url} sent a line that is not an object: ${line.slice(0, 200)}`,
+    );
+  }
+  const c = chunk as { message?: { content?: unknown }; error?: unknown };
+  if (c.error) throw new UserError(`Ollama at ${url}: ${String(c.error).slice(0, 200)}`);
+  const content = c.message?.content ?? "";
+  if (typeof content !== "string") {
+    throw new UserError(
+      `Ollama at ${url} sent a message whose content is not text: ${line.slice(0, 200)}`,
+    );
+  }
+  return content;
+}
+
+/** Joins the streamed JSON lines (a line may arrive split across network chunks). */
+async function readReply(body: ReadableStream<BufferSource>, url: string): Promise<string> {
+  let reply = "", buffer = "";
+  const add = (line: string) => {
+    if (line.trim() !== "") reply += replyPiece(line, url);
   };
-  // A JSON line may arrive split across network chunks: buffer until each newline.
-  let buffer = "";
-  const lines = response.body.pipeThrough(new TextDecoderStream());
-  for await (const piece of lines) {
+  for await (const piece of body.pipeThrough(new TextDecoderStream())) {
     buffer += piece;
     let newline: number;
     while ((newline = buffer.indexOf("\n")) >= 0) {
-      handleLine(buffer.slice(0, newline));
+      add(buffer.slice(0, newline));
       buffer = buffer.slice(newline + 1);
     }
   }
-  handleLine(buffer);
+  add(buffer);
   return reply;
 }
 
@@ -143,11 +176,15 @@ export async function isOllamaReachable(
 
 /**
  * The book's score parsing: Python's `int(reply)`, i.e. an optionally signed integer with
- * surrounding whitespace. Anything else ("Score: 85", "85.0") gives null.
+ * surrounding whitespace, and within the 0-100 the prompt asks for. Anything else ("Score: 85",
+ * "85.0", "150", "-3") gives null, so it is counted as unparseable and never averaged in.
  */
 export function parseScore(reply: string): number | null {
   const trimmed = reply.trim();
-  return /^[+-]?\d+$/.test(trimmed) ? Number.parseInt(trimmed, 10) : null;
+  if (!/^[+-]?\d+$/.test(trimmed)) return null;
+  // The prompt asks for 0-100: anything else is a judge that did not follow it, not a score.
+  const score = Number.parseInt(trimmed, 10);
+  return score >= 0 && score <= 100 ? score : null;
 }
 
 /** Options of `scoreResponses`. */
@@ -228,12 +265,7 @@ export async function loadResponseFile(
   path: string,
   { responseKey = "model_response" }: { responseKey?: string } = {},
 ): Promise<ResponseEntry[]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (err) {
-    throw new UserError(`${path}: cannot read: ${(err as Error).message}`);
-  }
+  const text = await readUtf8File(path, "response file");
   const entries = parseInstructionData<ResponseEntry>(text, path);
   entries.forEach((entry, i) => {
     try {

@@ -10,17 +10,9 @@ import { LOCK_FILE } from "../lib/util/lock.ts";
 import { RunFolder, type RunFolderOptions } from "../lib/train/run.ts";
 import { trainModel } from "../lib/train/train.ts";
 import { TINY, tinyOptions, tinySettings, tinySetup } from "./run_helpers.ts";
+import { withTempDir } from "./cli_helpers.ts";
 
 await initBackend({ log: false });
-
-async function withTmp(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir();
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 async function copyFlat(from: string, to: string): Promise<void> {
   await Deno.mkdir(to);
@@ -61,7 +53,7 @@ async function trainIn(
 }
 
 Deno.test("a run killed before its first checkpoint: a new run starts afresh over it, and --resume starts from step 0", async () => {
-  await withTmp(async (tmp) => {
+  await withTempDir(async (tmp) => {
     const dir = join(tmp, "run");
     // What a SIGKILL before the first save leaves: run.json, metrics.jsonl, a dead owner's lock.
     await Deno.mkdir(dir);
@@ -84,7 +76,7 @@ Deno.test("a run killed before its first checkpoint: a new run starts afresh ove
 });
 
 Deno.test("killed between the two renames of the checkpoint swap: --resume continues from checkpoint.partial, the newest complete one, and says so in one line", async () => {
-  await withTmp(async (tmp) => {
+  await withTempDir(async (tmp) => {
     const dir = join(tmp, "run");
     const full = await trainIn({ dir: join(tmp, "ref") });
     await trainIn({ dir, stopAt: 4 }); // checkpoint at step 4
@@ -109,7 +101,7 @@ Deno.test("killed between the two renames of the checkpoint swap: --resume conti
 });
 
 Deno.test("killed after the first rename (only checkpoint.old and an incomplete .partial): resume uses .old", async () => {
-  await withTmp(async (tmp) => {
+  await withTempDir(async (tmp) => {
     const dir = join(tmp, "run");
     await trainIn({ dir, stopAt: 4 });
     await Deno.rename(join(dir, "checkpoint"), join(dir, "checkpoint.old"));
@@ -127,7 +119,7 @@ Deno.test("killed after the first rename (only checkpoint.old and an incomplete 
 });
 
 Deno.test("resume refuses a changed --peak-lr, --data contents or model config, naming the setting", async () => {
-  await withTmp(async (tmp) => {
+  await withTempDir(async (tmp) => {
     const dir = join(tmp, "run");
     await trainIn({ dir, stopAt: 2 });
     for (
@@ -151,7 +143,7 @@ Deno.test("resume refuses a changed --peak-lr, --data contents or model config, 
 });
 
 Deno.test("a second process on the same run folder is refused naming the owner's PID; the lock goes with the run", async () => {
-  await withTmp(async (tmp) => {
+  await withTempDir(async (tmp) => {
     const dir = join(tmp, "run");
     const child = new Deno.Command("sleep", { args: ["30"] }).spawn();
     try {
@@ -178,7 +170,7 @@ Deno.test("a second process on the same run folder is refused naming the owner's
 });
 
 Deno.test("a disk too small for two checkpoints is refused before training, naming the sizes", async () => {
-  await withTmp(async (tmp) => {
+  await withTempDir(async (tmp) => {
     const run = await RunFolder.open({
       dir: join(tmp, "run"),
       settings: tinySettings(),
@@ -221,7 +213,7 @@ Deno.test(
     ignore: Deno.build.os !== "linux",
   },
   async () => {
-    await withTmp(async (tmp) => {
+    await withTempDir(async (tmp) => {
       const dir = join(tmp, "run");
       await trainIn({ dir, stopAt: 2 });
       const restore = fullDiskAfter(4096);

@@ -256,3 +256,27 @@ Deno.test("readSafetensorsHeader() and checkSafetensorsFile() judge a file from 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a header whose tensors overlap is refused naming both tensors", () => {
+  const bytes = handMade({
+    a: { dtype: "F16", shape: [2], data_offsets: [0, 4] },
+    b: { dtype: "F16", shape: [2], data_offsets: [2, 6] },
+  }, u16([1, 2, 3]));
+  throwsUserError(
+    () => parseSafetensors(bytes),
+    /tensor "b" \(bytes 2\.\.6\) overlaps tensor "a" \(ends at 4\)/,
+  );
+});
+
+Deno.test("a header that leaves bytes between tensors (a gap) is refused naming where", () => {
+  const bytes = handMade({
+    a: { dtype: "F16", shape: [1], data_offsets: [0, 2] },
+    b: { dtype: "F16", shape: [1], data_offsets: [4, 6] },
+  }, u16([1, 2, 3]));
+  throwsUserError(
+    () => parseSafetensors(bytes),
+    /2 bytes between tensor "a" \(ends at 2\) and tensor "b" \(starts at 4\) belong to no tensor/,
+  );
+  const late = handMade({ a: { dtype: "F16", shape: [1], data_offsets: [2, 4] } }, u16([1, 2]));
+  throwsUserError(() => parseSafetensors(late), /2 bytes between the start of the data/);
+});

@@ -2,7 +2,7 @@
 import { initBackend } from "../backend.ts";
 import { cutAtStop, generate } from "../model/generate.ts";
 import { loadAdapter } from "../model/lora.ts";
-import { decode, encode, END_OF_TEXT } from "../data/tokenizer.ts";
+import { decode, encode, END_OF_TEXT, VOCAB_SIZE } from "../data/tokenizer.ts";
 import { UserError } from "../util/errors.ts";
 import type { Command, Flags } from "./args.ts";
 import { loadBaseModel } from "../train/finetune.ts";
@@ -99,6 +99,13 @@ export const generateCmd: Command = {
       eosId: f["stop-at-eos"] ? END_OF_TEXT : undefined,
       useCache: !f["no-cache"],
     });
+    const outside = ids.find((id) => id >= VOCAB_SIZE);
+    if (outside !== undefined) {
+      throw new UserError(
+        `generate: the model (vocab_size ${vocab}) produced token ${outside}, which the GPT-2 ` +
+          `tokenizer (${VOCAB_SIZE} ids) cannot decode`,
+      );
+    }
     const text = stop !== undefined ? cutAtStop(decode(ids), [stop]).text : decode(ids);
     console.log(f.json ? JSON.stringify({ ids, text }) : decode(prompt) + text);
   },
@@ -111,13 +118,16 @@ function unescapeStop(text: string): string {
 
 function promptIds(f: Flags): number[] {
   if (f["prompt-ids"] !== undefined) {
-    const ids = String(f["prompt-ids"]).split(",").map((s) => Number(s.trim()));
-    if (ids.some((id) => !Number.isInteger(id) || id < 0)) {
+    const parts = String(f["prompt-ids"]).split(",").map((s) => s.trim());
+    // Number("") is 0: an empty list or an empty item must not become token 0.
+    const bad = parts.findIndex((s) => !/^\d+$/.test(s) || !Number.isSafeInteger(Number(s)));
+    if (bad >= 0) {
       throw new UserError(
-        `generate: --prompt-ids must be comma-separated token ids (got "${f["prompt-ids"]}")`,
+        `generate: --prompt-ids must be comma-separated token ids (got "${f["prompt-ids"]}"; ` +
+          `item ${bad + 1} is ${JSON.stringify(parts[bad])})`,
       );
     }
-    return ids;
+    return parts.map(Number);
   }
   if (f.prompt === undefined) {
     throw new UserError("generate: give --prompt TEXT or --prompt-ids IDS (see --help)");

@@ -13,6 +13,8 @@
  * @module
  */
 import { UserError } from "../util/errors.ts";
+import { decodeUtf8 } from "../util/utf8.ts";
+import { END_OF_TEXT_TEXT } from "./tokenizer.ts";
 
 /** One instruction-following example, as in `instruction-data.json` and Stanford Alpaca. */
 export interface InstructionEntry {
@@ -195,6 +197,15 @@ function entryProblem(entry: unknown): string | null {
   if ("input" in record && typeof record.input !== "string") {
     return `"input" must be a string when present (got ${kindOf(record.input)})`;
   }
+  // Encoded, it would be token 50256, which the collate takes for the first pad: the entry's real
+  // end-of-text target would be masked. The book's tiktoken raises on it too (a disallowed
+  // special token), so refuse rather than train on it.
+  for (const key of ["instruction", "input", "output"]) {
+    if (typeof record[key] === "string" && (record[key] as string).includes(END_OF_TEXT_TEXT)) {
+      return `"${key}" contains ${END_OF_TEXT_TEXT}, GPT-2's end-of-text token; remove it ` +
+        "(each entry's end is marked by the collate)";
+    }
+  }
   return null;
 }
 
@@ -240,14 +251,14 @@ export function parseInstructionData<T extends InstructionEntry = InstructionEnt
 export async function loadInstructionFile<T extends InstructionEntry = InstructionEntry>(
   path: string,
 ): Promise<T[]> {
-  let text: string;
+  let bytes: Uint8Array;
   try {
-    text = await Deno.readTextFile(path);
+    bytes = await Deno.readFile(path);
   } catch (err) {
     if (err instanceof Deno.errors.NotFound) throw new UserError(`${path}: file not found`);
     throw new UserError(`${path}: cannot read: ${(err as Error).message}`);
   }
-  return parseInstructionData<T>(text, path);
+  return parseInstructionData<T>(decodeUtf8(bytes, path), path);
 }
 
 /** The three parts of a dataset split. */

@@ -18,7 +18,7 @@
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { UserError } from "../util/errors.ts";
-import { exists } from "../util/fs.ts";
+import { exists, syncDir } from "../util/fs.ts";
 import { checkSafetensorsFile } from "./safetensors.ts";
 import { findInHfCache, hfHubCacheDir } from "./hf_cache.ts";
 
@@ -85,7 +85,56 @@ export interface DownloadOptions {
   quiet?: boolean;
   /** Extra request headers (e.g. the Hub token's Authorization). */
   headers?: Record<string, string>;
+  /** Give up on a try when the server sends no response headers within this (default 30 s). */
+  connectTimeoutMs?: number;
+  /** Give up on a try when no byte arrives for this long (default 60 s); the next try resumes. */
+  idleTimeoutMs?: number;
+  /** Stop the whole download after this long (default: no limit); `.part` is kept. */
+  totalTimeoutMs?: number;
 }
+
+/**
+ * Aborts a transfer that hangs: a timer re-armed as bytes arrive (connect, then idle), a total
+ * deadline, and the caller's signal, all feeding one AbortSignal for fetch.
+ */
+class Watchdog {
+  readonly ctrl = new AbortController();
+  /** Why the watchdog fired (null: it did not). */
+  reason: string | null = null;
+  totalFired = false;
+  #timer?: ReturnType<typeof setTimeout>;
+  #total?: ReturnType<typeof setTimeout>;
+  #onUser = () => this.ctrl.abort(this.user?.reason);
+
+  constructor(readonly user: AbortSignal | undefined, totalLeftMs: number) {
+    user?.addEventListener("abort", this.#onUser, { once: true });
+    if (Number.isFinite(totalLeftMs)) {
+      this.#total = setTimeout(() => {
+        this.totalFired = true;
+        this.#fire("the total time limit was reached");
+      }, Math.max(0, totalLeftMs));
+    }
+  }
+
+  #fire(reason: string): void {
+    this.reason ??= reason;
+    this.ctrl.abort(new Error(reason));
+  }
+
+  /** (Re)starts the stall timer. */
+  arm(ms: number, reason: string): void {
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.#fire(reason), ms);
+  }
+
+  stop(): void {
+    clearTimeout(this.#timer);
+    clearTimeout(this.#total);
+    this.user?.removeEventListener("abort", this.#onUser);
+  }
+}
+
+const seconds = (ms: number) => `${+(ms / 1000).toFixed(3)} s`;
 
 const MB = 1e6;
 
@@ -212,129 +261,168 @@ export async function downloadFile(
   dest: string,
   options: DownloadOptions = {},
 ): Promise<void> {
-  const { expectedSize, signal, retries = 3, retryDelayMs = 1000, quiet = false } = options;
+  const { connectTimeoutMs = 30_000, idleTimeoutMs = 60_000, totalTimeoutMs } = options;
+  const deadline = performance.now() + (totalTimeoutMs ?? Infinity);
   const label = options.label ?? (new URL(url).pathname.split("/").pop() || url);
   const part = `${dest}.part`;
   await Deno.mkdir(dirname(dest), { recursive: true });
+  const tooLong = async () => {
+    const have = await fileSize(part);
+    return new UserError(
+      `download of ${label} from ${url} took longer than the ${seconds(totalTimeoutMs!)} limit` +
+        (have > 0 ? `; ${have} bytes are kept in ${part}: run again to resume` : ""),
+    );
+  };
   let lastError = "";
-  for (let attempt = 0; attempt <= retries; attempt++) {
-    if (attempt > 0 && retryDelayMs > 0) await new Promise((r) => setTimeout(r, retryDelayMs));
-    let have = await fileSize(part);
-    if (expectedSize !== undefined && have > expectedSize) {
-      await Deno.remove(part);
-      have = 0;
-    }
-    const headers: Record<string, string> = {
-      ...options.headers,
-      "Accept-Encoding": "identity",
-    };
-    if (have > 0) headers.Range = `bytes=${have}-`;
-    let res: Response;
+  for (let attempt = 0; attempt <= (options.retries ?? 3); attempt++) {
+    const dog = new Watchdog(options.signal, deadline - performance.now());
     try {
-      res = await fetch(url, { headers, signal });
+      const r = await tryDownload(url, dest, part, label, options, dog, {
+        connectTimeoutMs,
+        idleTimeoutMs,
+      }, attempt);
+      if (r === "done") return;
+      lastError = r;
     } catch (err) {
-      if (signal?.aborted) throw err;
-      const host = new URL(url).host;
-      throw new UserError(
-        `cannot reach ${host} to download ${label}: ${connectReason(err)} (offline?)`,
-      );
-    }
-
-    if (res.status === 416 && have > 0) {
-      // Nothing left to send: the part is complete if it has the server's size, else start over.
-      await res.body?.cancel();
-      const { total } = parseContentRange(res.headers.get("content-range"));
-      if (total === have && (expectedSize === undefined || expectedSize === have)) {
-        await Deno.rename(part, dest);
-        return;
-      }
-      await Deno.remove(part);
-      lastError = `server refused to resume at byte ${have}`;
-      continue;
-    }
-    if (!res.ok) {
-      await res.body?.cancel();
-      throw new UserError(
-        `download of ${label} failed: HTTP ${res.status}${
-          res.statusText ? " " + res.statusText : ""
-        } from ${url}`,
-      );
-    }
-
-    let start = 0;
-    let total: number | undefined;
-    if (res.status === 206) {
-      const range = parseContentRange(res.headers.get("content-range"));
-      if (range.start !== have) {
-        // A range we did not ask for: discard and start over.
-        await res.body?.cancel();
-        await Deno.remove(part).catch(() => {});
-        lastError = `server sent an unexpected range (${res.headers.get("content-range")})`;
-        continue;
-      }
-      start = have;
-      total = range.total;
-    } else {
-      // 200: the server ignored Range (or there was none): the whole file follows.
-      const length = res.headers.get("content-length");
-      total = length !== null && /^\d+$/.test(length) ? Number(length) : undefined;
-    }
-    if (expectedSize !== undefined && total !== undefined && total !== expectedSize) {
-      await res.body?.cancel();
-      await Deno.remove(part).catch(() => {});
-      throw new UserError(
-        `download of ${label}: the server reports ${total} bytes but ${expectedSize} were expected (${url})`,
-      );
-    }
-    total ??= expectedSize;
-
-    const progress = new ProgressLine(label, start, total, quiet, options.onProgress);
-    let received = start;
-    try {
-      {
-        using file = await Deno.open(part, {
-          write: true,
-          create: true,
-          truncate: start === 0,
-          append: start > 0,
-        });
-        if (!res.body) throw new Interrupted("empty response body");
-        try {
-          for await (const chunk of res.body) {
-            let done = 0;
-            while (done < chunk.length) done += await file.write(chunk.subarray(done));
-            received += chunk.length;
-            if (total !== undefined && received > total) break;
-            progress.update(received);
-          }
-        } catch (err) {
-          if (signal?.aborted) throw err;
-          throw new Interrupted(oneLine(err));
-        }
-      }
-      if (total !== undefined && received > total) {
-        await Deno.remove(part);
-        throw new UserError(
-          `download of ${label}: received more than the ${total} bytes announced (${url})`,
-        );
-      }
-      if (total !== undefined && received < total) {
-        throw new Interrupted(`connection closed after ${received} of ${total} bytes`);
-      }
-    } catch (err) {
-      progress.abort();
-      if (err instanceof Interrupted) {
-        lastError = err.message;
-        continue;
-      }
+      if (dog.totalFired && !options.signal?.aborted) throw await tooLong();
       throw err;
+    } finally {
+      dog.stop();
     }
-    await Deno.rename(part, dest);
-    progress.finish(received);
-    return;
+    if (performance.now() >= deadline) throw await tooLong();
   }
   const kept = (await fileSize(part)) > 0 ? `; run again to resume from ${part}` : "";
   throw new UserError(`download of ${label} from ${url} was interrupted (${lastError})${kept}`);
+}
+
+/** One try: "done", or why it was interrupted (worth resuming). */
+async function tryDownload(
+  url: string,
+  dest: string,
+  part: string,
+  label: string,
+  options: DownloadOptions,
+  dog: Watchdog,
+  { connectTimeoutMs, idleTimeoutMs }: { connectTimeoutMs: number; idleTimeoutMs: number },
+  attempt: number,
+): Promise<"done" | string> {
+  const { expectedSize, signal, retryDelayMs = 1000, quiet = false } = options;
+  if (attempt > 0 && retryDelayMs > 0) await new Promise((r) => setTimeout(r, retryDelayMs));
+  let have = await fileSize(part);
+  if (expectedSize !== undefined && have > expectedSize) {
+    await Deno.remove(part);
+    have = 0;
+  }
+  const headers: Record<string, string> = {
+    ...options.headers,
+    "Accept-Encoding": "identity",
+  };
+  if (have > 0) headers.Range = `bytes=${have}-`;
+  let res: Response;
+  dog.arm(connectTimeoutMs, `no response within ${seconds(connectTimeoutMs)}`);
+  try {
+    res = await fetch(url, { headers, signal: dog.ctrl.signal });
+  } catch (err) {
+    if (signal?.aborted || dog.totalFired) throw err;
+    if (dog.reason) return dog.reason;
+    const host = new URL(url).host;
+    throw new UserError(
+      `cannot reach ${host} to download ${label}: ${connectReason(err)} (offline?)`,
+    );
+  }
+
+  if (res.status === 416 && have > 0) {
+    // Nothing left to send: the part is complete if it has the server's size, else start over.
+    await res.body?.cancel();
+    const { total } = parseContentRange(res.headers.get("content-range"));
+    if (total === have && (expectedSize === undefined || expectedSize === have)) {
+      await Deno.rename(part, dest);
+      return "done";
+    }
+    await Deno.remove(part);
+    return `server refused to resume at byte ${have}`;
+  }
+  if (!res.ok) {
+    await res.body?.cancel();
+    throw new UserError(
+      `download of ${label} failed: HTTP ${res.status}${
+        res.statusText ? " " + res.statusText : ""
+      } from ${url}`,
+    );
+  }
+
+  let start = 0;
+  let total: number | undefined;
+  if (res.status === 206) {
+    const range = parseContentRange(res.headers.get("content-range"));
+    if (range.start !== have) {
+      // A range we did not ask for: discard and start over.
+      await res.body?.cancel();
+      await Deno.remove(part).catch(() => {});
+      return `server sent an unexpected range (${res.headers.get("content-range")})`;
+    }
+    start = have;
+    total = range.total;
+  } else {
+    // 200: the server ignored Range (or there was none): the whole file follows.
+    const length = res.headers.get("content-length");
+    total = length !== null && /^\d+$/.test(length) ? Number(length) : undefined;
+  }
+  if (expectedSize !== undefined && total !== undefined && total !== expectedSize) {
+    await res.body?.cancel();
+    await Deno.remove(part).catch(() => {});
+    throw new UserError(
+      `download of ${label}: the server reports ${total} bytes but ${expectedSize} were expected (${url})`,
+    );
+  }
+  total ??= expectedSize;
+
+  const progress = new ProgressLine(label, start, total, quiet, options.onProgress);
+  let received = start;
+  try {
+    {
+      using file = await Deno.open(part, {
+        write: true,
+        create: true,
+        truncate: start === 0,
+        append: start > 0,
+      });
+      if (!res.body) throw new Interrupted("empty response body");
+      const stalled = `no data for ${seconds(idleTimeoutMs)}`;
+      try {
+        dog.arm(idleTimeoutMs, stalled);
+        for await (const chunk of res.body) {
+          dog.arm(idleTimeoutMs, stalled);
+          let done = 0;
+          while (done < chunk.length) done += await file.write(chunk.subarray(done));
+          received += chunk.length;
+          if (total !== undefined && received > total) break;
+          progress.update(received);
+        }
+      } catch (err) {
+        if (signal?.aborted || dog.totalFired) throw err;
+        throw new Interrupted(dog.reason ?? oneLine(err));
+      }
+      await file.sync();
+    }
+    if (total !== undefined && received > total) {
+      await Deno.remove(part);
+      throw new UserError(
+        `download of ${label}: received more than the ${total} bytes announced (${url})`,
+      );
+    }
+    if (total !== undefined && received < total) {
+      throw new Interrupted(`connection closed after ${received} of ${total} bytes`);
+    }
+  } catch (err) {
+    progress.abort();
+    if (err instanceof Interrupted) return err.message;
+    throw err;
+  }
+  await Deno.rename(part, dest);
+  await syncDir(dirname(dest));
+  progress.finish(received);
+  return "done";
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -206,7 +206,31 @@ export function parseHeader(
         `file has ${fileSize} (truncated download?)`,
     );
   }
+  checkContiguous(entries, label);
   return { entries, metadata, dataStart, expectedFileSize: dataStart + maxEnd };
+}
+
+/**
+ * The format requires the tensors to tile the data area exactly (as the reference reader
+ * checks): overlapping tensors would alias each other's bytes, and a gap is bytes nobody owns.
+ */
+function checkContiguous(entries: Map<string, HeaderEntry>, label: string): void {
+  const byBegin = [...entries].sort((a, b) => a[1].begin - b[1].begin || a[1].end - b[1].end);
+  let at = 0, prev = "the start of the data";
+  for (const [name, e] of byBegin) {
+    if (e.begin < at) {
+      fail(label, `tensor "${name}" (bytes ${e.begin}..${e.end}) overlaps ${prev} (ends at ${at})`);
+    }
+    if (e.begin > at) {
+      fail(
+        label,
+        `${e.begin - at} bytes between ${prev} (ends at ${at}) and tensor "${name}" ` +
+          `(starts at ${e.begin}) belong to no tensor`,
+      );
+    }
+    at = e.end;
+    prev = `tensor "${name}"`;
+  }
 }
 
 // float16 -> float32 for all 65,536 bit patterns: one table lookup per element afterwards.

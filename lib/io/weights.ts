@@ -84,6 +84,18 @@ export function gptConfigFromHf(
     }
     return value;
   };
+  const bool = (key: "qkv_bias" | "tie_word_embeddings"): boolean => {
+    const value = hf[key] ?? true;
+    if (typeof value !== "boolean") {
+      throw new UserError(`${label}: ${key} must be true or false (got ${JSON.stringify(value)})`);
+    }
+    return value;
+  };
+  for (const key of ["resid_pdrop", "embd_pdrop", "attn_pdrop"] as const) {
+    if (hf[key] !== undefined && hf[key] !== null && typeof hf[key] !== "number") {
+      throw new UserError(`${label}: ${key} must be a number (got ${JSON.stringify(hf[key])})`);
+    }
+  }
   const drop = hf.resid_pdrop ?? hf.embd_pdrop ?? hf.attn_pdrop ?? 0.1;
   const config: GPTConfig = {
     vocabSize: int("vocab_size"),
@@ -93,14 +105,14 @@ export function gptConfigFromHf(
     nLayers: int("n_layer"),
     dropRate: drop,
     // HF's GPT-2 always has the c_attn bias; our custom field records a model trained without.
-    qkvBias: hf.qkv_bias ?? true,
+    qkvBias: bool("qkv_bias"),
   };
   try {
     validateConfig(config);
   } catch (err) {
     throw new UserError(`${label}: ${(err as Error).message}`);
   }
-  return { config, tied: hf.tie_word_embeddings ?? true };
+  return { config, tied: bool("tie_word_embeddings") };
 }
 
 /** Reads `dir/config.json` as our GPTConfig. */

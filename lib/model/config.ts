@@ -66,7 +66,19 @@ export function validateConfig(c: GPTConfig): void {
   if (c.embDim % c.nHeads !== 0) {
     throw new UserError(`embDim ${c.embDim} is not divisible by nHeads ${c.nHeads}`);
   }
-  if (!(c.dropRate >= 0 && c.dropRate < 1)) {
+  // Each parameter is one typed array; V8 and tfjs cap those at 2^31 - 1 elements.
+  const largest = Math.max(c.vocabSize, c.contextLength, 4 * c.embDim) * c.embDim;
+  if (largest > 2 ** 31 - 1) {
+    throw new UserError(
+      `config is too large: one parameter would have ${largest.toExponential(2)} elements ` +
+        `(vocabSize ${c.vocabSize}, contextLength ${c.contextLength}, embDim ${c.embDim}); ` +
+        "at most 2^31 - 1",
+    );
+  }
+  if (typeof c.qkvBias !== "boolean") {
+    throw new UserError(`config.qkvBias must be true or false (got ${JSON.stringify(c.qkvBias)})`);
+  }
+  if (typeof c.dropRate !== "number" || !(c.dropRate >= 0 && c.dropRate < 1)) {
     throw new UserError(`dropRate must be in [0, 1) (got ${c.dropRate})`);
   }
 }

@@ -16,6 +16,7 @@ import { savePeftAdapter } from "../io/peft_adapter.ts";
 import { PRETRAINED } from "../io/download.ts";
 import { chatTemplate } from "../data/chat_template.ts";
 import { UserError } from "../util/errors.ts";
+import { assertFitsTokenizer } from "../data/tokenizer.ts";
 import { AdamW } from "./adamw.ts";
 import {
   applyLora,
@@ -90,6 +91,7 @@ async function prepare(o: FinetuneRunOptions, note: (s: string) => void) {
   checkOptions(o);
   // The weights' name (and a folder's config) is checked before the slower data work.
   const config: GPTConfig | undefined = o.weights ? await baseModelConfig(o.weights) : undefined;
+  if (config) assertFitsTokenizer(config.vocabSize, `--weights ${o.weights}`);
   const source = await loadInstructionSource(o.data);
   const entries = o.limit !== undefined ? source.entries.slice(0, o.limit) : source.entries;
   const batchSize = o.batchSize ?? source.advice?.batchSize ?? D.batchSize;
