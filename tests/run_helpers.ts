@@ -86,6 +86,22 @@ export function tinySettings(over: Partial<RunSettings> = {}): RunSettings {
     loraRank: null,
     loraAlpha: null,
     loraScaling: null,
+    loraTargets: null,
+    loraDropout: null,
+    gradAccum: 1,
+    noDecayBiasNorm: false,
+    earlyStopPatience: null,
+    initFrom: null,
     ...over,
   };
+}
+
+/** Runs `fn` with a fresh temporary folder, removed afterwards. */
+export async function withTmp(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 }

@@ -10,6 +10,7 @@ import { type FinetuneRunOptions, planFinetuning, runFinetuning } from "../train
 import { LORA_SCALINGS, type LoraScaling } from "../model/lora.ts";
 import type { PromptTemplate } from "../data/instruction.ts";
 import type { Command, Flags } from "./args.ts";
+import { EXTRA_FLAGS, extrasFromFlags } from "./train_flags.ts";
 
 const D = FINETUNE_DEFAULTS;
 
@@ -105,6 +106,20 @@ export const finetuneCmd: Command = {
       choices: [...LORA_SCALINGS],
       help: 'update factor; "alpha" reproduces the printed book (erratum)',
     },
+    "use-rslora": {
+      type: "boolean",
+      default: false,
+      help: "rsLoRA: scale the update by alpha/sqrt(rank) (PEFT's use_rslora)",
+    },
+    "lora-targets": {
+      type: "string",
+      help: "layers that get LoRA: all-linear (default, the book), all-but-head, a /regex/ " +
+        "over whole layer names, or a list like att.W_query,att.W_value",
+    },
+    "lora-dropout": {
+      type: "number",
+      help: "dropout on the LoRA branch's input, in [0, 1) (default 0, the book)",
+    },
     merge: { type: "boolean", default: false, help: "with LoRA: also save the merged model" },
     "checkpoint-every": {
       type: "int",
@@ -112,6 +127,7 @@ export const finetuneCmd: Command = {
       help: "also save a checkpoint every N steps",
     },
     resume: { type: "string", help: "continue the run saved in this folder" },
+    ...EXTRA_FLAGS,
     "dry-run": {
       type: "boolean",
       default: false,
@@ -145,7 +161,14 @@ async function finetune(f: Flags): Promise<void> {
     maxNewTokens: f["max-new-tokens"] as number,
     loraRank: f["lora-rank"] as number | undefined,
     loraAlpha: f["lora-alpha"] as number | undefined,
-    loraScaling: f["lora-scaling"] as LoraScaling,
+    // --use-rslora replaces the default rule; with another explicit rule it is refused.
+    loraScaling: f["use-rslora"] && f["lora-scaling"] === "alpha/rank"
+      ? undefined
+      : f["lora-scaling"] as LoraScaling,
+    useRslora: f["use-rslora"] as boolean,
+    loraTargets: f["lora-targets"] as string | undefined,
+    loraDropout: f["lora-dropout"] as number | undefined,
+    ...extrasFromFlags(f),
     merge: f.merge as boolean,
     checkpointEvery: f["checkpoint-every"] as number | undefined,
     handleSignals: true,

@@ -8,6 +8,7 @@ import {
   runPretraining,
 } from "../train/pretrain_run.ts";
 import type { Command, Flags } from "./args.ts";
+import { EXTRA_FLAGS, extrasFromFlags } from "./train_flags.ts";
 
 export const pretrainCmd: Command = {
   name: "pretrain",
@@ -26,7 +27,21 @@ export const pretrainCmd: Command = {
       default: D.model,
       help: `preset: ${Object.keys(PRESETS).join(", ")}`,
     },
-    "context-length": { type: "int", positive: true, help: "override the preset's context length" },
+    config: {
+      type: "string",
+      help: "any shape instead of --model: a Hugging Face GPT-2 config.json or the book's cfg " +
+        "dict (emb_dim, n_layers, n_heads, context_length, vocab_size, drop_rate, qkv_bias)",
+    },
+    "init-from": {
+      type: "string",
+      help: "start from these weights (nanoGPT's init_from): gpt2-small|...|gpt2-xl, a " +
+        "checkpoint folder or a Hub GPT-2 repo id; their shape is used (--config must agree)",
+    },
+    "context-length": {
+      type: "int",
+      positive: true,
+      help: "override the preset's context length (with --init-from: crop it)",
+    },
     epochs: {
       type: "int",
       positive: true,
@@ -80,6 +95,7 @@ export const pretrainCmd: Command = {
       type: "string",
       help: "continue the run saved in this folder (--out defaults to it)",
     },
+    ...EXTRA_FLAGS,
     "dry-run": {
       type: "boolean",
       default: false,
@@ -95,6 +111,9 @@ async function pretrain(f: Flags): Promise<void> {
     out: f.out as string | undefined,
     resume: f.resume as string | undefined,
     model: f.model as string,
+    config: f.config as string | undefined,
+    initFrom: f["init-from"] as string | undefined,
+    ...extrasFromFlags(f),
     contextLength: f["context-length"] as number | undefined,
     epochs: f.epochs as number,
     batchSize: f["batch-size"] as number,

@@ -57,9 +57,11 @@ import { AdamW } from "./adamw.ts";
 import { warmupSteps as warmupStepsOf } from "./schedule.ts";
 import {
   type EvalRecord,
+  stepsPerEpoch,
   type TrainerState,
   type TrainHistory,
   trainModel,
+  type TrainOptions,
   type TrainResult,
 } from "./train.ts";
 import { loadCheckpoint, loadWeightsInto, readHfConfig } from "../io/weights.ts";
@@ -404,6 +406,14 @@ export interface FinetuneOptions {
   minLr?: number;
   /** Clip the gradient norm (book: null, no clipping). */
   maxGradNorm?: number | null;
+  /** Micro-batches per optimizer step (default 1, the book). */
+  gradientAccumulationSteps?: number;
+  /** A per-step metrics row every N steps (default 0: none). */
+  logEvery?: number;
+  /** Stop after N evaluations without a lower validation loss. */
+  earlyStopPatience?: number;
+  /** Called at each new lowest validation loss (save best/ here). */
+  onBest?: TrainOptions["onBest"];
   /** An optimizer over the model's trainable parameters (default: a new AdamW). */
   optimizer?: AdamW;
   /** Prompt of the sample after each epoch (default: the first validation entry, as the book). */
@@ -439,7 +449,8 @@ export async function finetuneModel(
 ): Promise<FinetuneResult> {
   const lr = o.lr ?? FINETUNE_DEFAULTS.lr;
   const numEpochs = o.numEpochs ?? FINETUNE_DEFAULTS.numEpochs;
-  const totalSteps = data.trainLoader.length * numEpochs;
+  const totalSteps = stepsPerEpoch(data.trainLoader.length, o.gradientAccumulationSteps) *
+    numEpochs;
   const warmup = warmupStepsOf(totalSteps, o.warmupFraction ?? 0);
   const optimizer = o.optimizer ??
     new AdamW(model.namedParameters(), {
@@ -461,6 +472,10 @@ export async function finetuneModel(
     minLr: o.minLr ?? lr,
     warmupSteps: warmup,
     maxGradNorm: o.maxGradNorm ?? null,
+    gradientAccumulationSteps: o.gradientAccumulationSteps,
+    logEvery: o.logEvery,
+    earlyStopPatience: o.earlyStopPatience,
+    onBest: o.onBest,
     resumeFrom: o.resumeFrom,
     signal: o.signal,
     onEval: o.onEval,

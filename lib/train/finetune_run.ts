@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { initBackend } from "../backend.ts";
 import type { GPTConfig } from "../model/config.ts";
 import type { GPTModel } from "../model/gpt.ts";
-import { type LoraScaling, mergeLora, saveAdapter } from "../model/lora.ts";
+import { type LoraScaling, mergeLora, parseLoraTargets, saveAdapter } from "../model/lora.ts";
 import type { PromptTemplate } from "../data/instruction.ts";
 import { paramsToTensors, saveCheckpoint } from "../io/weights.ts";
 import { writeTokenizerFiles } from "../io/tokenizer_files.ts";
@@ -34,10 +34,18 @@ import {
 } from "./finetune.ts";
 import { CHECKPOINT_DIR, RunFolder } from "./run.ts";
 import { dataHash, type RunSettings } from "./settings.ts";
-import { formatDuration } from "./train.ts";
+import { formatDuration, stepsPerEpoch } from "./train.ts";
+import {
+  checkExtras,
+  decayOption,
+  extrasSettings,
+  extrasSummary,
+  loopExtras,
+  type TrainingExtras,
+} from "./run_extras.ts";
 
 /** Options of a finetuning run; unset ones take the book's values (FINETUNE_DEFAULTS). */
-export interface FinetuneRunOptions {
+export interface FinetuneRunOptions extends TrainingExtras {
   /** A JSON list of {instruction, input, output}, or "alpaca" (exercise 7.3, downloaded). */
   data: string;
   /** gpt2-small ... gpt2-xl (downloaded once) or a checkpoint folder. */
@@ -64,6 +72,12 @@ export interface FinetuneRunOptions {
   loraRank?: number;
   loraAlpha?: number;
   loraScaling?: LoraScaling;
+  /** rsLoRA: scale by alpha / sqrt(rank) (PEFT's use_rslora). */
+  useRslora?: boolean;
+  /** Which layers get LoRA: all-linear (default), all-but-head, /regex/, or a list (see parseLoraTargets). */
+  loraTargets?: string;
+  /** Dropout on the LoRA branch (default 0, as the book). */
+  loraDropout?: number;
   /** With LoRA: also save the merged model in merged/. */
   merge?: boolean;
   checkpointEvery?: number;
@@ -74,9 +88,22 @@ export interface FinetuneRunOptions {
 }
 
 function checkOptions(o: FinetuneRunOptions): void {
-  if (o.loraRank === undefined && (o.loraAlpha !== undefined || o.merge)) {
-    throw new UserError("finetune: --lora-alpha and --merge need --lora-rank");
+  const loraOnly = [
+    [o.loraAlpha !== undefined, "--lora-alpha"],
+    [o.merge, "--merge"],
+    [o.loraTargets !== undefined, "--lora-targets"],
+    [o.loraDropout !== undefined, "--lora-dropout"],
+    [o.useRslora, "--use-rslora"],
+  ].filter(([given]) => given).map(([, flag]) => flag);
+  if (o.loraRank === undefined && loraOnly.length > 0) {
+    throw new UserError(`finetune: ${loraOnly.join(", ")} need(s) --lora-rank`);
   }
+  if (o.useRslora && o.loraScaling !== undefined && o.loraScaling !== "alpha/sqrt(rank)") {
+    throw new UserError(
+      `finetune: --use-rslora scales by alpha/sqrt(rank); it cannot go with --lora-scaling ${o.loraScaling}`,
+    );
+  }
+  checkExtras(o, "finetune");
   const wf = o.warmupFraction ?? 0;
   if (!(wf >= 0 && wf <= 1)) {
     throw new UserError(`finetune: --warmup-fraction must be in [0, 1] (got ${wf})`);
@@ -125,7 +152,7 @@ async function prepare(o: FinetuneRunOptions, note: (s: string) => void) {
     maskInstruction,
     seed,
     epochs,
-    totalSteps: data.trainLoader.length * epochs,
+    totalSteps: stepsPerEpoch(data.trainLoader.length, o.gradAccum) * epochs,
   };
 }
 
@@ -192,8 +219,17 @@ async function finetuneSettings(
     evalIter: o.evalIter ?? D.evalIter,
     loraRank: o.loraRank ?? null,
     loraAlpha: lora ? o.loraAlpha ?? 16 : null,
-    loraScaling: lora ? o.loraScaling ?? "alpha/rank" : null,
+    loraScaling: lora ? loraScaling(o) : null,
+    loraTargets: lora ? o.loraTargets ?? "all-linear" : null,
+    loraDropout: lora ? o.loraDropout ?? 0 : null,
+    initFrom: null,
+    ...extrasSettings(o),
   };
+}
+
+/** The LoRA scaling rule: --use-rslora, else --lora-scaling, else alpha/rank. */
+function loraScaling(o: FinetuneRunOptions): LoraScaling {
+  return o.useRslora ? "alpha/sqrt(rank)" : o.loraScaling ?? "alpha/rank";
 }
 
 /** Chapter 7.6-7.7 in a run folder: finetune (fresh or resumed), save, write test responses. */
@@ -220,6 +256,8 @@ export async function runFinetuning(o: FinetuneRunOptions): Promise<FinetuneRunR
         rank: o.loraRank,
         alpha: settings.loraAlpha as number,
         scaling: settings.loraScaling as LoraScaling,
+        targets: parseLoraTargets(settings.loraTargets as string),
+        dropout: settings.loraDropout as number,
         seed: p.seed,
       });
       note(formatLoraCounts(counts));
@@ -228,6 +266,7 @@ export async function runFinetuning(o: FinetuneRunOptions): Promise<FinetuneRunR
     const optimizer = new AdamW(model.namedParameters(), {
       lr,
       weightDecay: settings.weightDecay as number,
+      ...decayOption(o),
     });
     await run.checkSpace(model);
     const resumeFrom = await run.restore(model, optimizer, p.totalSteps);
@@ -252,9 +291,12 @@ export async function runFinetuning(o: FinetuneRunOptions): Promise<FinetuneRunR
       resumeFrom,
       checkpointEvery: o.checkpointEvery,
       log: o.log,
+      ...loopExtras(o, model, run.dir, o.weights),
       ...run.hooks(model, optimizer),
     });
-    await run.finish(history, data.trainLoader.length);
+    await run.finish(history, stepsPerEpoch(data.trainLoader.length, o.gradAccum));
+    const summary = extrasSummary(o, history.state, run.dir);
+    if (summary) note(summary);
     const result = (written: string[]): FinetuneRunResult => ({
       history,
       out: run.dir,

@@ -9,7 +9,7 @@
  * ```
  */
 import { initBackend } from "../backend.ts";
-import { type GPTConfig, resolveConfig } from "../model/config.ts";
+import { type GPTConfig, resolveConfig, validateConfig } from "../model/config.ts";
 import { GPTModel } from "../model/gpt.ts";
 import { createDataloaderV1, trainValSplit } from "../data/text.ts";
 import { readUtf8File } from "../util/utf8.ts";
@@ -18,10 +18,21 @@ import { AdamW } from "./adamw.ts";
 import { CHECKPOINT_DIR, RunFolder } from "./run.ts";
 import { lrSchedule, warmupSteps } from "./schedule.ts";
 import { dataHash, type RunSettings } from "./settings.ts";
-import { trainModel, type TrainResult } from "./train.ts";
+import { stepsPerEpoch, trainModel, type TrainResult } from "./train.ts";
+import { readConfigFile } from "../io/config_file.ts";
+import { loadCheckpoint, loadWeightsInto } from "../io/weights.ts";
+import { baseModelConfig, resolveWeights } from "./finetune.ts";
+import {
+  checkExtras,
+  decayOption,
+  extrasSettings,
+  extrasSummary,
+  loopExtras,
+  type TrainingExtras,
+} from "./run_extras.ts";
 
 /** Options of a pretraining run, with appendix D.4's values as defaults. */
-export interface PretrainRunOptions {
+export interface PretrainRunOptions extends TrainingExtras {
   /** UTF-8 text file (90% train / 10% validation by characters). */
   data: string;
   /** The run folder (not needed for a plan). */
@@ -30,6 +41,14 @@ export interface PretrainRunOptions {
   resume?: string;
   /** A preset name (default "gpt-124m-book"). */
   model?: string;
+  /** Any shape: a Hugging Face GPT-2 config.json or the book's cfg dict (instead of `model`). */
+  config?: string;
+  /**
+   * Start from these weights (nanoGPT's `init_from`): a pretrained name, a checkpoint folder or a
+   * Hub repo id. The shape comes from them; `config`, when given, must agree; `contextLength`
+   * may crop the position embeddings.
+   */
+  initFrom?: string;
   contextLength?: number;
   epochs?: number;
   batchSize?: number;
@@ -79,7 +98,16 @@ type Resolved =
   & Required<
     Omit<
       PretrainRunOptions,
-      "contextLength" | "checkpointEvery" | "resume" | "out" | "signal" | "log" | "note"
+      | "contextLength"
+      | "checkpointEvery"
+      | "resume"
+      | "out"
+      | "signal"
+      | "log"
+      | "note"
+      | "config"
+      | "initFrom"
+      | keyof TrainingExtras
     >
   >
   & PretrainRunOptions;
@@ -92,6 +120,7 @@ function withDefaults(o: PretrainRunOptions): Resolved {
   if (!(r.weightDecay >= 0)) {
     throw new UserError(`--weight-decay must be >= 0 (got ${r.weightDecay})`);
   }
+  checkExtras(r, "pretrain");
   return r;
 }
 
@@ -100,7 +129,7 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
 }
 
 async function prepare(o: Resolved) {
-  const config: GPTConfig = resolveConfig(o.model, { contextLength: o.contextLength });
+  const config = await modelConfig(o);
   const text = await readUtf8File(o.data, "--data");
   const { trainText, valText } = trainValSplit(text, 0.9);
   const ctx = config.contextLength, seed = o.seed, batchSize = o.batchSize;
@@ -114,7 +143,7 @@ async function prepare(o: Resolved) {
       seed,
     });
   const trainLoader = loader(trainText, true), valLoader = loader(valText, false);
-  const totalSteps = trainLoader.length * o.epochs;
+  const totalSteps = stepsPerEpoch(trainLoader.length, o.gradAccum) * o.epochs;
   if (totalSteps > MAX_TOTAL_STEPS) {
     throw new UserError(
       `--epochs ${o.epochs} gives ${totalSteps.toExponential(2)} steps ` +
@@ -123,6 +152,63 @@ async function prepare(o: Resolved) {
   }
   const warmup = warmupSteps(totalSteps, o.warmupFraction);
   return { config, text, trainLoader, valLoader, totalSteps, warmup };
+}
+
+/** The keys that make two configs the same shape (dropout may differ). */
+const SHAPE_KEYS = [
+  "vocabSize",
+  "contextLength",
+  "embDim",
+  "nHeads",
+  "nLayers",
+  "qkvBias",
+] as const;
+
+/**
+ * The model's config: `--config` file or `--model` preset, with `--context-length`; with
+ * `--init-from`, the weights' shape (a `--config` that differs is refused).
+ */
+async function modelConfig(o: Resolved): Promise<GPTConfig> {
+  const fromFile = o.config ? await readConfigFile(o.config) : undefined;
+  if (!o.initFrom) {
+    if (!fromFile) return resolveConfig(o.model, { contextLength: o.contextLength });
+    const c = { ...fromFile, contextLength: o.contextLength ?? fromFile.contextLength };
+    validateConfig(c);
+    return c;
+  }
+  const init = await baseModelConfig(o.initFrom);
+  if (fromFile) {
+    const diff = SHAPE_KEYS.filter((k) => fromFile[k] !== init[k])
+      .map((k) => `${k} ${init[k]} (--config: ${fromFile[k]})`);
+    if (diff.length > 0) {
+      throw new UserError(
+        `--init-from ${o.initFrom} has another shape than --config ${o.config}: ${diff.join(", ")}`,
+      );
+    }
+  }
+  const ctx = o.contextLength ?? init.contextLength;
+  if (ctx > init.contextLength) {
+    throw new UserError(
+      `--context-length ${ctx} is longer than --init-from ${o.initFrom}'s ${init.contextLength}`,
+    );
+  }
+  return { ...init, dropRate: fromFile?.dropRate ?? init.dropRate, contextLength: ctx };
+}
+
+/** Loads `--init-from`'s weights into the model, keeping the first `contextLength` positions. */
+async function loadInitWeights(model: GPTModel, initFrom: string): Promise<void> {
+  const { tensors } = await loadCheckpoint(await resolveWeights(initFrom));
+  const pos = tensors.get("pos_emb.weight");
+  const { contextLength: ctx, embDim } = model.config;
+  if (pos && pos.shape[0] > ctx) {
+    // nanoGPT's crop_block_size: a shorter context keeps the first positions.
+    tensors.set("pos_emb.weight", {
+      ...pos,
+      shape: [ctx, embDim],
+      data: pos.data.slice(0, ctx * embDim),
+    });
+  }
+  loadWeightsInto(model, tensors);
 }
 
 /** The dry run: sizes, steps and the whole LR schedule, as `pretrain --dry-run` prints it. */
@@ -138,6 +224,7 @@ export async function planPretraining(options: PretrainRunOptions) {
     batchesPerEpoch: trainLoader.length,
     valBatches: valLoader.length,
     totalSteps,
+    ...(o.gradAccum && o.gradAccum > 1 ? { gradAccum: o.gradAccum } : {}),
     warmupSteps: warmup,
     trainTokens: trainLoader.numTokens,
     valTokens: valLoader.numTokens,
@@ -183,6 +270,10 @@ function pretrainSettings(o: Resolved, config: GPTConfig, hash: string): RunSett
     loraRank: null,
     loraAlpha: null,
     loraScaling: null,
+    loraTargets: null,
+    loraDropout: null,
+    initFrom: o.initFrom ?? null,
+    ...extrasSettings(o),
   };
 }
 
@@ -205,9 +296,14 @@ export async function runPretraining(options: PretrainRunOptions): Promise<Pretr
     const optimizer = new AdamW(model.namedParameters(), {
       lr: o.peakLr,
       weightDecay: o.weightDecay,
+      ...decayOption(o),
     });
     await run.checkSpace(model);
     const resumeFrom = await run.restore(model, optimizer, totalSteps);
+    if (!resumeFrom && o.initFrom) {
+      await loadInitWeights(model, o.initFrom);
+      note(`initialised from ${o.initFrom}`);
+    }
     note(
       `training ${model.numParams().toLocaleString("en-US")} parameters: ` +
         `${trainLoader.length} batches x ${o.epochs} epochs = ${totalSteps} steps ` +
@@ -229,9 +325,12 @@ export async function runPretraining(options: PretrainRunOptions): Promise<Pretr
       resumeFrom,
       checkpointEvery: o.checkpointEvery,
       log: o.log,
+      ...loopExtras(o, model, run.dir, o.initFrom ?? o.model),
       ...run.hooks(model, optimizer),
     });
-    await run.finish(history, trainLoader.length);
+    await run.finish(history, stepsPerEpoch(trainLoader.length, o.gradAccum));
+    const summary = extrasSummary(o, history.state, run.dir);
+    if (summary) note(summary);
     note(
       history.stopped
         ? `interrupted at step ${history.state.step}: checkpoint saved; continue with --resume ${run.dir}`

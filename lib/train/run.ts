@@ -34,7 +34,7 @@ import {
   saveTrainingCheckpoint,
 } from "./checkpoint.ts";
 import { assertSameSettings, type RunSettings } from "./settings.ts";
-import type { EvalRecord, TrainerState, TrainHistory, TrainOptions } from "./train.ts";
+import type { EvalRecord, StepRecord, TrainerState, TrainHistory, TrainOptions } from "./train.ts";
 
 export const CHECKPOINT_DIR = "checkpoint";
 export const METRICS_FILE = "metrics.jsonl";
@@ -50,11 +50,23 @@ export function lossHistory(h: TrainHistory, batchesPerEpoch: number): LossHisto
   };
 }
 
-/** Rewrites metrics.jsonl from all evaluations so far (atomic, so a crash keeps the old file). */
-export function writeMetrics(dir: string, evals: EvalRecord[]): Promise<void> {
+/**
+ * Rewrites metrics.jsonl from all evaluations so far (atomic, so a crash keeps the old file),
+ * with the per-step rows (`"kind": "step"`, from `--log-every`) in step order, each after the
+ * evaluation of the same step.
+ */
+export function writeMetrics(
+  dir: string,
+  evals: EvalRecord[],
+  steps: StepRecord[] = [],
+): Promise<void> {
+  const rows: { step: number; row: object }[] = [
+    ...evals.map((row) => ({ step: row.step, row })),
+    ...steps.map((row) => ({ step: row.step + 0.5, row })),
+  ].sort((a, b) => a.step - b.step);
   return writeTextAtomic(
     join(dir, METRICS_FILE),
-    evals.map((e) => JSON.stringify(e) + "\n").join(""),
+    rows.map((r) => JSON.stringify(r.row) + "\n").join(""),
   );
 }
 
@@ -304,7 +316,7 @@ export class RunFolder {
     return {
       signal: this.signal,
       onEval: async (record, h) => {
-        await writeMetrics(this.dir, h.evals);
+        await writeMetrics(this.dir, h.evals, h.steps);
         await extra.onEval?.(record, h);
       },
       onCheckpoint: async (state) => {
@@ -316,7 +328,7 @@ export class RunFolder {
 
   /** Writes metrics.jsonl and the plots after the loop (finished or stopped). */
   async finish(h: TrainHistory, batchesPerEpoch: number): Promise<void> {
-    await writeMetrics(this.dir, h.evals);
+    await writeMetrics(this.dir, h.evals, h.steps);
     await writePlots(this.dir, h, batchesPerEpoch);
   }
 

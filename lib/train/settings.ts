@@ -28,7 +28,13 @@ export const RESULT_SETTINGS = {
   evalIter: "--eval-iter",
   loraRank: "--lora-rank",
   loraAlpha: "--lora-alpha",
-  loraScaling: "--lora-scaling",
+  loraScaling: "--lora-scaling / --use-rslora",
+  loraTargets: "--lora-targets",
+  loraDropout: "--lora-dropout",
+  gradAccum: "--grad-accum",
+  noDecayBiasNorm: "--no-decay-bias-norm",
+  earlyStopPatience: "--early-stop-patience",
+  initFrom: "--init-from",
 } as const;
 
 /** A setting's name. */
