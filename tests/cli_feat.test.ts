@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/backend.ts";
-import { cli } from "./cli_helpers.ts";
+import { cli, withTempDir as withTmp } from "./cli_helpers.ts";
 import type { GPTConfig } from "../lib/model/config.ts";
 import { GPTModel } from "../lib/model/gpt.ts";
 import { generate } from "../lib/model/generate.ts";
@@ -22,7 +22,6 @@ import { createDataloaderV1, trainValSplit } from "../lib/data/text.ts";
 import { calcLossLoader } from "../lib/train/loss.ts";
 import { FIXTURES_DIR } from "./fixtures.ts";
 
-import { withTmp } from "./run_helpers.ts";
 await initBackend({ log: false });
 
 const FIXTURE = new URL("gpt-tiny-qkv", FIXTURES_DIR).pathname;

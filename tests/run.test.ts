@@ -12,7 +12,6 @@ import { trainModel } from "../lib/train/train.ts";
 import { TINY, tinyOptions, tinySettings, tinySetup } from "./run_helpers.ts";
 import { withTempDir } from "./cli_helpers.ts";
 
-import { withTmp } from "./run_helpers.ts";
 await initBackend({ log: false });
 
 async function copyFlat(from: string, to: string): Promise<void> {

@@ -95,13 +95,3 @@ export function tinySettings(over: Partial<RunSettings> = {}): RunSettings {
     ...over,
   };
 }
-
-/** Runs `fn` with a fresh temporary folder, removed afterwards. */
-export async function withTmp(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir();
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
