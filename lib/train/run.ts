@@ -172,8 +172,10 @@ export class RunFolder {
     const target = o.resume ? resumeTarget(o.resume) : null;
     const dir = o.dir ?? target?.runDir;
     if (!dir) throw new UserError("a run needs --out DIR (or --resume DIR)");
-    if (target && !(await exists(target.runDir))) {
-      throw new UserError(`--resume ${o.resume}: no such folder`);
+    if (target) {
+      const stat = await Deno.stat(target.runDir).catch(() => null);
+      if (!stat) throw new UserError(`--resume ${o.resume}: no such folder`);
+      if (!stat.isDirectory) throw new UserError(`--resume ${o.resume}: not a folder`);
     }
     const lock = await lockFolder(dir, { log, what: "run folder" }).catch((err) => {
       throw describeFsError(err, `cannot create the run folder ${dir}`);

@@ -58,6 +58,24 @@ function show(v: unknown): string {
   return s.length > 80 ? s.slice(0, 77) + "..." : s;
 }
 
+/** The first place two JSON values differ, e.g. `model.embDim` 128 vs 768 (null: equal). */
+function firstDifference(
+  path: string,
+  was: unknown,
+  is: unknown,
+): { path: string; was: unknown; is: unknown } | null {
+  if (JSON.stringify(was) === JSON.stringify(is)) return null;
+  const isObject = (v: unknown) => v !== null && typeof v === "object" && !Array.isArray(v);
+  if (isObject(was) && isObject(is)) {
+    const a = was as Record<string, unknown>, b = is as Record<string, unknown>;
+    for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) {
+      const d = firstDifference(`${path}.${k}`, a[k], b[k]);
+      if (d) return d;
+    }
+  }
+  return { path, was, is };
+}
+
 /**
  * Throws a UserError naming the first result-changing setting whose saved value differs from
  * this command's. Settings an older checkpoint did not record are not compared.
@@ -69,10 +87,11 @@ export function assertSameSettings(
 ): void {
   for (const key of Object.keys(RESULT_SETTINGS) as ResultSetting[]) {
     if (!(key in saved)) continue;
-    if (JSON.stringify(saved[key] ?? null) === JSON.stringify(now[key] ?? null)) continue;
+    const diff = firstDifference(key, saved[key] ?? null, now[key] ?? null);
+    if (!diff) continue;
     throw new UserError(
-      `--resume ${where}: the run used ${key} ${show(saved[key])}, this command gives ` +
-        `${show(now[key])} (${RESULT_SETTINGS[key]}); resuming would change the run, so pass ` +
+      `--resume ${where}: the run used ${diff.path} ${show(diff.was)}, this command gives ` +
+        `${show(diff.is)} (${RESULT_SETTINGS[key]}); resuming would change the run, so pass ` +
         "the same value or start a new --out",
     );
   }
