@@ -11,8 +11,12 @@ import { cli, withTempDir } from "./cli_helpers.ts";
 import { UserError } from "../lib/util/errors.ts";
 import { decodeUtf8, firstInvalidUtf8 } from "../lib/util/utf8.ts";
 import { decode, encode, MAX_PRE_TOKEN } from "../lib/data/tokenizer.ts";
-import { gptConfigFromHf } from "../lib/io/weights.ts";
 import { parseInstructionData } from "../lib/data/instruction.ts";
+import { GPTModel } from "../lib/model/gpt.ts";
+import { gptConfigFromHf, paramsToTensors, saveCheckpoint } from "../lib/io/weights.ts";
+import { initBackend } from "../lib/backend.ts";
+
+await initBackend({ log: false });
 
 const TINY = "tests/fixtures/gpt-tiny-qkv";
 
@@ -143,4 +147,40 @@ Deno.test("absurd sizes are one line: --epochs 1000000000, --context-length 1000
     ),
     /config is too large: one parameter would have 7\.68e\+10 elements/,
   );
+});
+
+Deno.test("generate with a model whose vocabulary is larger than GPT-2's refuses an id the tokenizer cannot decode, in one line", async () => {
+  await withTempDir(async (tmp) => {
+    const config = {
+      vocabSize: 50300,
+      contextLength: 8,
+      embDim: 8,
+      nHeads: 2,
+      nLayers: 1,
+      dropRate: 0,
+      qkvBias: false,
+    };
+    const model = new GPTModel(config, { seed: 1 });
+    const params = await paramsToTensors(model);
+    model.dispose();
+    // Final norm -> all ones; the head's only non-zero column is id 50299: greedy picks it.
+    params.set("final_norm.scale", { shape: [8], data: new Float32Array(8) });
+    params.set("final_norm.shift", { shape: [8], data: new Float32Array(8).fill(1) });
+    const head = new Float32Array(8 * 50300);
+    for (let r = 0; r < 8; r++) head[r * 50300 + 50299] = 10;
+    params.set("out_head.weight", { shape: [8, 50300], data: head });
+    await saveCheckpoint(join(tmp, "big"), config, params);
+    oneLineError(
+      await cli(
+        "generate",
+        "--weights",
+        join(tmp, "big"),
+        "--prompt-ids",
+        "1",
+        "--max-new-tokens",
+        "2",
+      ),
+      /the model produced token 50299, which the GPT-2 tokenizer \(50257 ids\) cannot decode/,
+    );
+  });
 });

@@ -94,22 +94,31 @@ export const generateCmd: Command = {
       topP,
       repetitionPenalty: penalty,
       stop: stop !== undefined ? [stop] : undefined,
-      decode,
+      decode: decodeIds,
       seed: f.seed as number,
       eosId: f["stop-at-eos"] ? END_OF_TEXT : undefined,
       useCache: !f["no-cache"],
     });
-    const outside = ids.find((id) => id >= VOCAB_SIZE);
-    if (outside !== undefined) {
-      throw new UserError(
-        `generate: the model (vocab_size ${vocab}) produced token ${outside}, which the GPT-2 ` +
-          `tokenizer (${VOCAB_SIZE} ids) cannot decode`,
-      );
-    }
-    const text = stop !== undefined ? cutAtStop(decode(ids), [stop]).text : decode(ids);
+    const text = stop !== undefined ? cutAtStop(decodeIds(ids), [stop]).text : decodeIds(ids);
     console.log(f.json ? JSON.stringify({ ids, text }) : decode(prompt) + text);
   },
 };
+
+/**
+ * The GPT-2 tokenizer's decode, refusing in one line an id a model with a larger vocabulary
+ * (e.g. nanoGPT's 50,304) produced that the tokenizer has no text for.
+ */
+function decodeIds(ids: Iterable<number>): string {
+  for (const id of ids) {
+    if (id >= VOCAB_SIZE) {
+      throw new UserError(
+        `generate: the model produced token ${id}, which the GPT-2 tokenizer ` +
+          `(${VOCAB_SIZE} ids) cannot decode (its vocab_size is larger)`,
+      );
+    }
+  }
+  return decode(ids);
+}
 
 /** `\n`, `\t` and `\\` in a --stop value, so that a shell user can pass a newline. */
 function unescapeStop(text: string): string {

@@ -170,7 +170,13 @@ export async function readTrainerState(dir: string): Promise<TrainerStateFile> {
       `${dir} is not a training checkpoint (no ${STATE_FILE}); cannot resume from it`,
     );
   }
-  return JSON.parse(await Deno.readTextFile(path)) as TrainerStateFile;
+  try {
+    return JSON.parse(await Deno.readTextFile(path)) as TrainerStateFile;
+  } catch (err) {
+    throw new UserError(
+      `${path}: not valid JSON (${(err as Error).message}); cannot resume from it`,
+    );
+  }
 }
 
 /**
