@@ -18,7 +18,13 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { parseArgs } from "node:util";
-import { fastKernelStats, poolStats, registerFastKernels } from "../lib/kernels/mod.ts";
+import {
+  ADAMW,
+  fastKernelStats,
+  poolStats,
+  registerFastKernels,
+  SPARSE_XENT,
+} from "../lib/kernels/mod.ts";
 
 const { values: args } = parseArgs({
   args: Deno.args,
@@ -168,7 +174,7 @@ function loss(logits: tf.Tensor, targets: tf.Tensor2D): tf.Scalar {
   const flat = logits.reshape([B * T, V]);
   const tgt = targets.reshape([B * T]);
   if (fast) {
-    const losses = tf.engine().runKernel("LlmSparseXent", { logits: flat, targets: tgt }, {
+    const losses = tf.engine().runKernel(SPARSE_XENT, { logits: flat, targets: tgt }, {
       ignoreIndex: -100,
     }) as tf.Tensor;
     return losses.mean();
@@ -187,7 +193,7 @@ function adamw(grads: tf.Tensor[]): void {
     if (fast) {
       tf.tidy(() => {
         const [p2, m2, v2] = tf.engine().runKernel(
-          "LlmAdamW",
+          ADAMW,
           { param: params[i], grad: grads[i], m: ms[i], v: vs[i] },
           { ...hp, step: t },
         ) as tf.Tensor[];

@@ -1,7 +1,7 @@
 /** Fast cpu kernels (lib/kernels) give the stock kernels' results, case by case. */
 import * as tf from "@tensorflow/tfjs";
 import assert from "node:assert/strict";
-import { loadBlas } from "../lib/kernels/blas.ts";
+import { loadBlas } from "../lib/kernels/overrides/blas.ts";
 import { fastKernelNames, registerFastKernels, restoreStockKernels } from "../lib/kernels/mod.ts";
 import { expShiftScale, fastExp, rowMax, sumExpShift } from "../lib/kernels/fastmath.ts";
 import { simdRows } from "../lib/kernels/simd.ts";

@@ -2,9 +2,12 @@
 import * as tf from "@tensorflow/tfjs";
 import assert from "node:assert/strict";
 import {
+  ADAMW,
   adamwReference,
   poolStats,
   registerFastKernels,
+  SPARSE_XENT,
+  SPARSE_XENT_GRAD,
   sparseXentReference,
 } from "../lib/kernels/mod.ts";
 import { POOL_MIN_ELEMENTS } from "../lib/kernels/pool.ts";
@@ -15,7 +18,7 @@ await cpu();
 assert.ok(registerFastKernels({ force: true }).enabled);
 
 function xent(logits: tf.Tensor, targets: tf.Tensor, ignoreIndex = -100): tf.Tensor {
-  return tf.engine().runKernel("LlmSparseXent", { logits, targets }, { ignoreIndex }) as tf.Tensor;
+  return tf.engine().runKernel(SPARSE_XENT, { logits, targets }, { ignoreIndex }) as tf.Tensor;
 }
 
 Deno.test("LlmSparseXent gives logsumexp(logits) - logits[target] per row and 0 for ignoreIndex rows", () => {
@@ -73,7 +76,7 @@ Deno.test("LlmSparseXentGrad scales each row by its dy and matches (softmax - on
     const logits = rand([3, 9], 5);
     const targets = tf.tensor([2, 0, 8], [3], "int32");
     const dy = tf.tensor([0.5, -2, 0]);
-    const got = (tf.engine().runKernel("LlmSparseXentGrad", { logits, targets, dy }, {
+    const got = (tf.engine().runKernel(SPARSE_XENT_GRAD, { logits, targets, dy }, {
       ignoreIndex: -100,
     }) as tf.Tensor).dataSync();
     const want = tf.softmax(logits).sub(tf.oneHot(targets, 9)).mul(dy.reshape([3, 1])).dataSync();
@@ -145,7 +148,7 @@ for (const n of [257, 40003]) {
       const grad = rand([n], 100 + step);
       torchAdamW(p64, Array.from(grad.dataSync()), m64, v64, h);
       tf.tidy(() => {
-        const out = tf.engine().runKernel("LlmAdamW", { param, grad, m, v }, {
+        const out = tf.engine().runKernel(ADAMW, { param, grad, m, v }, {
           ...h,
         }) as tf.Tensor[];
         assert.equal(out.length, 3);
@@ -175,7 +178,7 @@ Deno.test("LlmAdamW matches the tf-ops AdamW (adamwReference) on stock kernels",
       const h = { lr: 4e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step };
       tf.tidy(() => {
         const grad = rand([5, 7], 30 + step);
-        if (fused) tf.engine().runKernel("LlmAdamW", { param, grad, m, v }, { ...h });
+        if (fused) tf.engine().runKernel(ADAMW, { param, grad, m, v }, { ...h });
         else adamwReference(param, grad, m, v, h);
       });
     }
@@ -195,7 +198,7 @@ Deno.test("LlmAdamW copies on write when another tensor shares the parameter's s
   const h = { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 1 };
   const mId = m.dataId;
   tf.tidy(() => {
-    const [p2, m2, v2] = tf.engine().runKernel("LlmAdamW", { param, grad, m, v }, h) as tf.Tensor[];
+    const [p2, m2, v2] = tf.engine().runKernel(ADAMW, { param, grad, m, v }, h) as tf.Tensor[];
     assert.notEqual(p2.dataId, param.dataId, "param: a new tensor");
     assert.equal(m2.dataId, m.dataId, "m: in place");
     param.assign(p2);
@@ -270,7 +273,7 @@ Deno.test("without WebAssembly SIMD (the JS loops) softmax, LlmSparseXent, its g
       const before = param.dataSync()[0];
       const h = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 1 };
       const [p2, m2, v2] = tf.engine().runKernel(
-        "LlmAdamW",
+        ADAMW,
         { param, grad, m, v },
         h,
       ) as tf.Tensor[];

@@ -3,9 +3,9 @@
  *
  * `registerFastKernels()` replaces the cpu backend's hottest kernels for a GPT training step
  * (matrix products through a system BLAS, elementwise/broadcast ops, reductions, softmax,
- * transposes, the embedding gather and its gradient) and adds three fused kernels:
- * `LlmSparseXent` / `LlmSparseXentGrad` (cross-entropy without a one-hot) and `LlmAdamW`
- * (in-place optimizer step). Each replaced kernel handles the common cases and calls the stock
+ * transposes, the embedding gather and its gradient: overrides/) and adds the fused ops'
+ * kernels (fused/, one file per op: cross-entropy without a one-hot, in-place AdamW, LayerNorm,
+ * GELU; names in names.ts). Each replaced kernel handles the common cases and calls the stock
  * kernel for the rest, so results match the stock kernels (to float32 rounding). Row softmax,
  * cross-entropy and AdamW run in WebAssembly SIMD (simd.ts); large outputs come from a pool of
  * recycled arrays (pool.ts) instead of fresh, page-faulting memory.
@@ -15,40 +15,26 @@
  * JS loops instead of WebAssembly SIMD. `LLM_FAST_KERNELS_DEBUG=1` prints the first stock
  * fallbacks of each kernel (with shapes) to stderr; `fastKernelStats()` counts them.
  */
-import { LAYER_NORM, LAYER_NORM_GRAD, layerNorm, layerNormGrad } from "./layernorm.ts";
-import { GELU, gelu, GELU_GRAD, geluGrad } from "./gelu.ts";
 import * as tf from "@tensorflow/tfjs";
-import { type Blas, loadBlas } from "./blas.ts";
-import { makeBatchMatMul, makeFusedMatMul } from "./matmul.ts";
-import { BINARY_LOOPS, makeBinary, makeUnary, pow, step, UNARY_NAMES } from "./elementwise.ts";
-import { makeReduce, softmax } from "./reduce.ts";
-import {
-  cast,
-  gatherV2,
-  padV2,
-  scatterNd,
-  select,
-  tile,
-  transpose,
-  unsortedSegmentSum,
-} from "./shape.ts";
-import {
-  SPARSE_XENT,
-  SPARSE_XENT_GRAD,
-  sparseXent,
-  sparseXentGrad,
-  sparseXentGradConfig,
-} from "./xent.ts";
-import { ADAMW, adamw } from "./adamw.ts";
-import type { FastKernel, KernelArgs } from "./util.ts";
+import { type Blas, loadBlas } from "./overrides/blas.ts";
+import { cpuOverrides } from "./overrides/mod.ts";
+import { adamwOp } from "./fused/adamw.ts";
+import { crossEntropyOp } from "./fused/cross_entropy.ts";
+import { geluOp } from "./fused/gelu.ts";
+import { layerNormOp } from "./fused/layernorm.ts";
+import type { FastKernel, FusedOp, KernelArgs } from "./util.ts";
 import { installPool, uninstallPool } from "./pool.ts";
 import { simdRows } from "./simd.ts";
 
-export { ADAMW, adamwReference, type AdamWStep } from "./adamw.ts";
-export { SPARSE_XENT, SPARSE_XENT_GRAD, sparseXentReference } from "./xent.ts";
-export { type Blas, loadBlas } from "./blas.ts";
+export * from "./names.ts";
+export { adamwReference, type AdamWStep } from "./fused/adamw.ts";
+export { sparseXentReference } from "./fused/cross_entropy.ts";
+export { type Blas, loadBlas } from "./overrides/blas.ts";
 export { clearPool, poolStats, setPoolLimit } from "./pool.ts";
 export { setSimdEnabled } from "./simd.ts";
+
+/** The fused ops (one file each under fused/); adding one is one line here. */
+const FUSED_OPS: FusedOp[] = [crossEntropyOp, adamwOp, layerNormOp, geluOp];
 
 /** What registerFastKernels did. */
 export interface FastKernelStatus {
@@ -162,35 +148,13 @@ export function registerFastKernels(options: RegisterOptions = {}): FastKernelSt
     } as tf.KernelConfig);
   };
 
-  if (blas != null) {
-    replace(tf.BatchMatMul, makeBatchMatMul(blas));
-    replace(tf._FusedMatMul, makeFusedMatMul(blas));
+  for (const [name, fast] of cpuOverrides(blas)) replace(name, fast);
+  for (const op of FUSED_OPS) {
+    for (const [name, fast] of Object.entries(op.kernels[BACKEND] ?? {})) replace(name, fast);
+    for (const g of op.gradients ?? []) {
+      if (tf.getGradient(g.kernelName) == null) tf.registerGradient(g);
+    }
   }
-  for (const [name, loops] of Object.entries(BINARY_LOOPS)) replace(name, makeBinary(loops));
-  for (const name of UNARY_NAMES) replace(name, makeUnary(name));
-  replace(tf.Step, step);
-  replace(tf.Pow, pow);
-  replace(tf.Sum, makeReduce("sum"));
-  replace(tf.Mean, makeReduce("mean"));
-  replace(tf.Max, makeReduce("max"));
-  replace(tf.Min, makeReduce("min"));
-  replace(tf.Softmax, softmax);
-  replace(tf.Transpose, transpose);
-  replace(tf.Tile, tile);
-  replace(tf.Cast, cast);
-  replace(tf.Select, select);
-  replace(tf.GatherV2, gatherV2);
-  replace(tf.UnsortedSegmentSum, unsortedSegmentSum);
-  replace(tf.ScatterNd, scatterNd);
-  replace(tf.PadV2, padV2);
-  replace(SPARSE_XENT, sparseXent);
-  replace(SPARSE_XENT_GRAD, sparseXentGrad);
-  replace(ADAMW, adamw);
-  replace(GELU, gelu);
-  replace(LAYER_NORM, layerNorm);
-  replace(LAYER_NORM_GRAD, layerNormGrad);
-  replace(GELU_GRAD, geluGrad);
-  if (tf.getGradient(SPARSE_XENT) == null) tf.registerGradient(sparseXentGradConfig);
 
   const how =
     (blas == null
@@ -202,8 +166,8 @@ export function registerFastKernels(options: RegisterOptions = {}): FastKernelSt
 }
 
 /**
- * Puts the stock kernels back and removes the added ones (tests compare the two). The
- * LlmSparseXent gradient stays registered; it is only used when that kernel runs.
+ * Puts the stock kernels back and removes the added ones (tests compare the two). The fused
+ * ops' tape gradients stay registered; they are only used when their kernels run.
  */
 export function restoreStockKernels(): void {
   if (state == null) return;

@@ -59,3 +59,22 @@ export function newArray(dtype: tf.DataType, size: number): Float32Array | Int32
   if (dtype === "int32") return new Int32Array(size);
   return new Uint8Array(size);
 }
+
+/** Backends a fused op can bring kernels for. */
+export type FusedBackend = "cpu" | "webgpu";
+
+/**
+ * What one fused-op file registers: its kernels per backend (a kernel returning null passes the
+ * call to the stock kernel of that name, if any) and the tape gradients of kernels that the
+ * op differentiates through tfjs' registry instead of tf.customGrad.
+ */
+export interface FusedOp {
+  kernels: Partial<Record<FusedBackend, Record<string, FastKernel>>>;
+  gradients?: tf.GradConfig[];
+}
+
+/** Whether every named kernel is registered for the active backend (then the fused path runs). */
+export function hasKernels(...names: string[]): boolean {
+  const backend = tf.getBackend();
+  return names.every((n) => tf.getKernel(n, backend) !== undefined);
+}

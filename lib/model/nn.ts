@@ -3,6 +3,12 @@
  * named sub-modules that can be replaced (LoRA swaps linears), and a train/eval flag.
  */
 import * as tf from "@tensorflow/tfjs";
+import { dropoutMask } from "../kernels/fused/dropout.ts";
+import { layerNorm } from "../kernels/fused/layernorm.ts";
+
+export { dropoutMask } from "../kernels/fused/dropout.ts";
+/** GELU, tanh approximation (the book's and GPT-2's "gelu_new"); fused where the backend can. */
+export { gelu } from "../kernels/fused/gelu.ts";
 
 /** A node of the model tree. Parameters are tf.Variables; `trainable` is the freeze flag. */
 export abstract class Module {
@@ -175,74 +181,13 @@ export class LayerNorm extends Module {
     this.shift = this.addParam("shift", tf.zeros([dim]));
   }
   apply(x: tf.Tensor): tf.Tensor {
-    const backend = tf.getBackend();
-    if (tf.getKernel("LlmLayerNorm", backend) && tf.getKernel("LlmLayerNormGrad", backend)) {
-      return fusedLayerNorm(x, this.scale, this.shift, this.eps);
-    }
-    return tf.tidy(() => {
-      const { mean, variance } = tf.moments(x, -1, true);
-      const norm = tf.div(tf.sub(x, mean), tf.sqrt(tf.add(variance, this.eps)));
-      return tf.add(tf.mul(norm, this.scale), this.shift);
-    });
+    return layerNorm(x, this.scale, this.shift, this.eps);
   }
-}
-
-/** LayerNorm through the fused cpu kernels of lib/kernels/layernorm.ts, one pass each way. */
-function fusedLayerNorm(x: tf.Tensor, scale: tf.Tensor, shift: tf.Tensor, eps: number): tf.Tensor {
-  const f = tf.customGrad(
-    ((input: tf.Tensor, s: tf.Tensor, b: tf.Tensor, save: tf.GradSaveFunc) => {
-      const [y, mean, rstd] = tf.engine().runKernel("LlmLayerNorm", {
-        x: input,
-        scale: s,
-        shift: b,
-      }, {
-        eps,
-      }) as tf.Tensor[];
-      save([input, s, mean, rstd]);
-      const gradFunc = (dy: tf.Tensor, [sx, ss, sm, sr]: tf.Tensor[]) =>
-        tf.engine().runKernel(
-          "LlmLayerNormGrad",
-          { x: sx, scale: ss, mean: sm, rstd: sr, dy },
-          {},
-        ) as tf.Tensor[];
-      return { value: y, gradFunc };
-    }) as unknown as Parameters<typeof tf.customGrad>[0],
-  );
-  return f(x, scale, shift);
-}
-
-/** GELU, tanh approximation (the book's and GPT-2's "gelu_new"). */
-export function gelu(x: tf.Tensor): tf.Tensor {
-  if (tf.getKernel("LlmGelu", tf.getBackend()) && tf.getKernel("LlmGeluGrad", tf.getBackend())) {
-    return fusedGelu(x);
-  }
-  return tf.tidy(() => {
-    const inner = tf.mul(
-      Math.sqrt(2 / Math.PI),
-      tf.add(x, tf.mul(0.044715, tf.mul(x, tf.mul(x, x)))),
-    );
-    return tf.mul(tf.mul(0.5, x), tf.add(1, tf.tanh(inner)));
-  });
-}
-
-/** GELU through the fused cpu kernels of lib/kernels/gelu.ts, one pass each way. */
-function fusedGelu(x: tf.Tensor): tf.Tensor {
-  const f = tf.customGrad(
-    ((input: tf.Tensor, save: tf.GradSaveFunc) => {
-      // The kernel also returns tanh(...), which the backward pass reuses.
-      const [value, t] = tf.engine().runKernel("LlmGelu", { x: input }, {}) as tf.Tensor[];
-      save([input, t]);
-      const gradFunc = (dy: tf.Tensor, [sx, st]: tf.Tensor[]) =>
-        tf.engine().runKernel("LlmGeluGrad", { x: sx, t: st, dy }, {}) as tf.Tensor;
-      return { value, gradFunc };
-    }) as unknown as Parameters<typeof tf.customGrad>[0],
-  );
-  return f(x);
 }
 
 /**
  * Inverted dropout with a seed from the stream; identity in eval mode or at rate 0. The mask
- * (0 or 1 / (1 - rate)) comes from a seeded mulberry32 loop: tfjs' own tf.dropout draws its
+ * (0 or 1 / (1 - rate)) comes from lib/kernels/fused/dropout.ts: tfjs' own tf.dropout draws its
  * uniforms through a much slower generator and needs four more kernels.
  */
 export function dropout(
@@ -253,19 +198,4 @@ export function dropout(
 ): tf.Tensor {
   if (!training || rate === 0) return x;
   return tf.tidy(() => tf.mul(x, dropoutMask(x.shape, rate, seeds.next())));
-}
-
-/** A tensor of 0 (probability `rate`) and 1 / (1 - rate). */
-export function dropoutMask(shape: number[], rate: number, seed: number): tf.Tensor {
-  const n = shape.reduce((a, b) => a * b, 1), mask = new Float32Array(n);
-  const keep = 1 / (1 - rate), threshold = rate * 4294967296;
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    if (((t ^ (t >>> 14)) >>> 0) >= threshold) mask[i] = keep;
-  }
-  return tf.tensor(mask, shape, "float32");
 }

@@ -52,11 +52,11 @@ async function ensureJupyter(): Promise<void> {
 }
 
 /**
- * The fast cpu kernels need a BLAS (lib/kernels/blas.ts); without one the notebooks still run, but
+ * The fast cpu kernels need a BLAS (lib/kernels/overrides/blas.ts); without one the notebooks still run, but
  * training is many times slower. Install Debian's OpenBLAS when root, else say how.
  */
 async function ensureBlas(): Promise<void> {
-  const { loadBlas } = await import("../kernels/blas.ts");
+  const { loadBlas } = await import("../kernels/overrides/blas.ts");
   if (loadBlas() != null) return;
   if (await canApt()) {
     console.log("no BLAS found; installing: apt-get install -y libopenblas0-pthread");

@@ -23,15 +23,17 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { adamwUpdate } from "../kernels/fused/adamw.ts";
+import { ADAMW } from "../kernels/names.ts";
 
 /**
- * Name of an optional fused kernel. When one is registered for the current backend (and
+ * Name of an optional fused kernel (lib/kernels/fused/adamw.ts). When one is registered for the current backend (and
  * `useKernel` is not false) `step` calls it instead of the composite ops, with
  * inputs `{param, grad, m, v}` (float32, same shape) and attrs
  * `{lr, beta1, beta2, eps, weightDecay, step}` (`step` already incremented, >= 1); it must return
  * `[newParam, newM, newV]` computed exactly as the formula above.
  */
-export const ADAMW_KERNEL = "LlmAdamW";
+export const ADAMW_KERNEL = ADAMW;
 
 /** Hyper-parameters of AdamW (torch's defaults). */
 export interface AdamWOptions {
@@ -152,7 +154,7 @@ export class AdamW {
       }
     }
     this.stepCount++;
-    const fused = this.useKernel && tf.getKernel(ADAMW_KERNEL, tf.getBackend()) !== undefined;
+    const [beta1, beta2] = this.betas;
     for (const [name, grad] of entries) {
       const p = this.#params.get(name)!, s = this.#state.get(name)!;
       if (!arraysEqual(grad.shape, p.shape)) {
@@ -161,44 +163,21 @@ export class AdamW {
         );
       }
       s.step++;
+      const h = { lr: this.lr, beta1, beta2, eps: this.eps, weightDecay: s.weightDecay };
       tf.tidy(() => {
-        const [newP, newM, newV] = fused ? this.#fused(p, grad, s) : this.#composite(p, grad, s);
+        const [newP, newM, newV] = adamwUpdate(
+          p,
+          grad,
+          s.m,
+          s.v,
+          { ...h, step: s.step },
+          this.useKernel,
+        );
         p.assign(newP);
         s.m.assign(newM);
         s.v.assign(newV);
       });
     }
-  }
-
-  /** The update with plain tfjs ops, in torch's order of operations. Call inside tf.tidy. */
-  #composite(p: tf.Variable, grad: tf.Tensor, s: ParamState): tf.Tensor[] {
-    const [beta1, beta2] = this.betas, lr = this.lr;
-    const g = grad.dtype === "float32" ? grad : grad.cast("float32");
-    const biasCorrection1 = 1 - beta1 ** s.step;
-    const biasCorrection2 = 1 - beta2 ** s.step;
-    const stepSize = lr / biasCorrection1;
-    const biasCorrection2Sqrt = Math.sqrt(biasCorrection2);
-    const decayed = tf.mul(p, tf.scalar(1 - lr * s.weightDecay));
-    const m = tf.add(tf.mul(s.m, tf.scalar(beta1)), tf.mul(g, tf.scalar(1 - beta1)));
-    const v = tf.add(tf.mul(s.v, tf.scalar(beta2)), tf.mul(tf.mul(g, tf.scalar(1 - beta2)), g));
-    const denom = tf.add(tf.div(tf.sqrt(v), tf.scalar(biasCorrection2Sqrt)), tf.scalar(this.eps));
-    const newP = tf.add(decayed, tf.mul(tf.div(m, denom), tf.scalar(-stepSize)));
-    return [newP, m, v];
-  }
-
-  /** The update by the registered `LlmAdamW` kernel. Call inside tf.tidy. */
-  #fused(p: tf.Variable, grad: tf.Tensor, s: ParamState): tf.Tensor[] {
-    const [beta1, beta2] = this.betas;
-    const g = grad.dtype === "float32" ? grad : grad.cast("float32");
-    const out = tf.engine().runKernel(
-      ADAMW_KERNEL,
-      { param: p, grad: g, m: s.m, v: s.v } as unknown as tf.NamedTensorMap,
-      { lr: this.lr, beta1, beta2, eps: this.eps, weightDecay: s.weightDecay, step: s.step },
-    ) as tf.Tensor[];
-    if (!Array.isArray(out) || out.length !== 3) {
-      throw new Error(`kernel ${ADAMW_KERNEL} must return [param, m, v]`);
-    }
-    return out;
   }
 
   /** A copy of the state for a checkpoint (reads the moments back synchronously). */

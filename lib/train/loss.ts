@@ -3,10 +3,11 @@
  * Never builds a one-hot of the 50,257-wide vocabulary: it picks each target's logit by index.
  */
 import * as tf from "@tensorflow/tfjs";
+import { IGNORE_INDEX, sparseCrossEntropy } from "../kernels/fused/cross_entropy.ts";
 import type { GPTModel } from "../model/gpt.ts";
 
 /** PyTorch's default ignore_index: targets equal to it do not count. */
-export const IGNORE_INDEX = -100;
+export { IGNORE_INDEX };
 
 /**
  * Mean cross-entropy over the positions whose target is not `ignoreIndex`
@@ -22,67 +23,9 @@ export function crossEntropy(
     const v = logits.shape[logits.shape.length - 1];
     const flat = logits.reshape([-1, v]) as tf.Tensor2D;
     const t = targets.reshape([-1]).toInt() as tf.Tensor1D;
-    const keep = tf.notEqual(t, ignoreIndex);
-    const safeT = tf.where(keep, t, tf.zerosLike(t));
-    const losses = fusedKernelAvailable() ? fusedLosses(flat, safeT) : compositeLosses(flat, safeT);
-    const mask = keep.toFloat();
-    return tf.div(tf.sum(tf.mul(losses, mask)), tf.sum(mask)) as tf.Scalar;
+    const losses = sparseCrossEntropy(flat, t, ignoreIndex);
+    return tf.div(tf.sum(losses), tf.sum(tf.notEqual(t, ignoreIndex).toFloat())) as tf.Scalar;
   });
-}
-
-/**
- * logsumexp(row) - row[target], with the gradient (softmax - onehot) * dy written out: tfjs' own
- * gradients of gather would loop over every vocabulary entry on the cpu backend. The "- onehot"
- * part is a scatter of N values, so no [N, V] one-hot is ever built.
- */
-function compositeLosses(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D {
-  const f = tf.customGrad(
-    ((x: tf.Tensor2D, tgt: tf.Tensor1D, save: tf.GradSaveFunc) => {
-      const n = x.shape[0];
-      const index = tf.stack([tf.range(0, n, 1, "int32"), tgt], 1);
-      save([x, index]);
-      const value = tf.sub(tf.logSumExp(x, 1), tf.gatherND(x, index));
-      const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [logits, idx] = saved;
-        const minusOne = tf.scatterND(idx, tf.fill([n], -1), logits.shape);
-        const grad = tf.mul(tf.add(tf.softmax(logits), minusOne), dy.reshape([n, 1]));
-        return [grad, tf.zerosLike(tgt)];
-      };
-      return { value, gradFunc };
-    }) as unknown as Parameters<typeof tf.customGrad>[0],
-  );
-  return f(logits, targets) as tf.Tensor1D;
-}
-
-/** True when the fast CPU kernels (lib/kernels) provide a fused sparse cross-entropy. */
-function fusedKernelAvailable(): boolean {
-  const backend = tf.getBackend();
-  return tf.getKernel("LlmSparseXent", backend) !== undefined &&
-    tf.getKernel("LlmSparseXentGrad", backend) !== undefined;
-}
-
-/** The same losses through the fused kernel, with its fused gradient (softmax - onehot) * dy. */
-function fusedLosses(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D {
-  const f = tf.customGrad(
-    ((x: tf.Tensor, tgt: tf.Tensor, save: tf.GradSaveFunc) => {
-      save([x, tgt]);
-      const value = tf.engine().runKernel(
-        "LlmSparseXent",
-        { logits: x, targets: tgt },
-        {},
-      ) as tf.Tensor;
-      const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => [
-        tf.engine().runKernel(
-          "LlmSparseXentGrad",
-          { logits: saved[0], targets: saved[1], dy },
-          {},
-        ) as tf.Tensor,
-        tf.zerosLike(saved[1]),
-      ];
-      return { value, gradFunc };
-    }) as unknown as Parameters<typeof tf.customGrad>[0],
-  );
-  return f(logits, targets) as tf.Tensor1D;
 }
 
 /** A batch of inputs and next-token targets, both int32 [B, T]. */

@@ -8,8 +8,8 @@
  * Unary ops: Exp, Tanh, Sqrt, Rsqrt, Square, Neg, Log, Reciprocal, Floor, Step, Pow (scalar).
  */
 import * as tf from "@tensorflow/tfjs";
-import { fastExp } from "./fastmath.ts";
-import { allocF32 } from "./pool.ts";
+import { fastExp, fastTanh } from "../fastmath.ts";
+import { allocF32 } from "../pool.ts";
 import {
   type CpuBackend,
   f32,
@@ -17,7 +17,7 @@ import {
   type KernelArgs,
   sameShape,
   sizeOf,
-} from "./util.ts";
+} from "../util.ts";
 
 /** out[o+j] = x[xo+j] OP y[yo+j], out[o+j] = x[xo+j] OP s, out[o+j] = s OP y[yo+j]. */
 interface BinaryLoops {
@@ -241,31 +241,6 @@ export function makeBinary(loops: BinaryLoops): FastKernel {
 // ------------------------------------------------------------------------------------ unary
 
 type UnaryLoop = (x: Float32Array, out: Float32Array) => void;
-
-const TANH_CLAMP = 7.90531110763549805;
-
-/**
- * tanh as Eigen's (and XLA's, MLAS') odd rational minimax p(x)/q(x) of degrees 13/6, clamped at
- * +-7.9053 where tanh rounds to +-1 in float32: a few ulp of float32, 5x faster than Math.tanh,
- * and odd, so tiny arguments keep their relative accuracy. NaN stays NaN.
- */
-export function fastTanh(x: number): number {
-  // From 9 on tanh is 1 in float32 (the clamped rational gives 1 - 2.4e-7).
-  if (x >= 9) return 1;
-  if (x <= -9) return -1;
-  const c = x > TANH_CLAMP ? TANH_CLAMP : x < -TANH_CLAMP ? -TANH_CLAMP : x;
-  const x2 = c * c;
-  let p = x2 * -2.76076847742355e-16 + 2.00018790482477e-13;
-  p = x2 * p + -8.60467152213735e-11;
-  p = x2 * p + 5.12229709037114e-08;
-  p = x2 * p + 1.48572235717979e-05;
-  p = x2 * p + 6.37261928875436e-04;
-  p = x2 * p + 4.89352455891786e-03;
-  let q = x2 * 1.19825839466702e-06 + 1.18534705686654e-04;
-  q = x2 * q + 2.26843463243900e-03;
-  q = x2 * q + 4.89352518554385e-03;
-  return (c * p) / q;
-}
 
 const UNARY_LOOPS: Record<string, UnaryLoop> = {
   [tf.Exp]: (x, out) => {

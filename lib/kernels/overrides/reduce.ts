@@ -6,10 +6,10 @@
  * Softmax: over the last axis, in one pass per row.
  */
 import * as tf from "@tensorflow/tfjs";
-import { expShiftSum, rowMax } from "./fastmath.ts";
-import { allocF32 } from "./pool.ts";
-import { simdRows } from "./simd.ts";
-import { type CpuBackend, f32, type FastKernel, type KernelArgs, sizeOf } from "./util.ts";
+import { expShiftSum, rowMax } from "../fastmath.ts";
+import { allocF32 } from "../pool.ts";
+import { simdRows } from "../simd.ts";
+import { type CpuBackend, f32, type FastKernel, type KernelArgs, sizeOf } from "../util.ts";
 
 type ReduceOp = "sum" | "mean" | "max" | "min";
 

@@ -7,8 +7,8 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import type { Blas } from "./blas.ts";
-import { allocF32 } from "./pool.ts";
-import { type CpuBackend, f32, type FastKernel, type KernelArgs, sizeOf } from "./util.ts";
+import { allocF32 } from "../pool.ts";
+import { type CpuBackend, f32, type FastKernel, type KernelArgs, sizeOf } from "../util.ts";
 
 interface Plan {
   batch: number;

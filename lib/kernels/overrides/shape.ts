@@ -5,8 +5,8 @@
  * segments) and ScatterNd (the scatter-add some embedding gradients use instead).
  */
 import * as tf from "@tensorflow/tfjs";
-import { allocF32 } from "./pool.ts";
-import { type CpuBackend, f32, type FastKernel, type KernelArgs, sizeOf, typed } from "./util.ts";
+import { allocF32 } from "../pool.ts";
+import { type CpuBackend, f32, type FastKernel, type KernelArgs, sizeOf, typed } from "../util.ts";
 
 type Numeric = Float32Array | Int32Array | Uint8Array;
 

@@ -1,5 +1,7 @@
 /**
- * `LlmAdamW`: one fused torch.optim.AdamW step for one parameter on the cpu backend, in place.
+ * One torch.optim.AdamW step of one parameter and its two moments: the op `adamwUpdate` (what
+ * lib/train/adamw.ts calls), its composite fallback in torch's order of operations, and the fused
+ * kernel `LlmAdamW` with its registration. The kernel on the cpu backend updates in place:
  *
  *   const [p2, m2, v2] = tf.engine().runKernel("LlmAdamW", {param, grad, m, v},
  *     {lr, beta1, beta2, eps, weightDecay, step}) as tf.Tensor[];
@@ -23,11 +25,10 @@
  * or `await p.data()` are the live storage and change with the next step (take copies).
  */
 import * as tf from "@tensorflow/tfjs";
-import { simdRows } from "./simd.ts";
-import { type CpuBackend, f32, type FastKernel, type KernelArgs } from "./util.ts";
-
-/** Kernel name. */
-export const ADAMW = "LlmAdamW";
+import { ADAMW } from "../names.ts";
+import { simdRows } from "../simd.ts";
+import type { CpuBackend, FastKernel, FusedOp, KernelArgs } from "../util.ts";
+import { f32, hasKernels } from "../util.ts";
 
 /** AdamW hyperparameters of one step (torch.optim.AdamW names, step counted from 1). */
 export interface AdamWStep {
@@ -38,6 +39,69 @@ export interface AdamWStep {
   weightDecay: number;
   step: number;
 }
+
+/**
+ * `[newParam, newM, newV]` after one step: the kernel where the backend has it (and `useKernel`),
+ * else the composite. The caller assigns them (a no-op where the kernel updated in place). Call
+ * inside tf.tidy.
+ */
+export function adamwUpdate(
+  param: tf.Tensor,
+  grad: tf.Tensor,
+  m: tf.Tensor,
+  v: tf.Tensor,
+  h: AdamWStep,
+  useKernel = true,
+): tf.Tensor[] {
+  const g = grad.dtype === "float32" ? grad : grad.cast("float32");
+  if (!useKernel || !hasKernels(ADAMW)) return adamwComposite(param, g, m, v, h);
+  const out = tf.engine().runKernel(
+    ADAMW,
+    { param, grad: g, m, v } as unknown as tf.NamedTensorMap,
+    { ...h },
+  ) as tf.Tensor[];
+  if (!Array.isArray(out) || out.length !== 3) {
+    throw new Error(`kernel ${ADAMW} must return [param, m, v]`);
+  }
+  return out;
+}
+
+/** The composite fallback: plain tf ops in torch's order of operations. Call inside tf.tidy. */
+export function adamwComposite(
+  p: tf.Tensor,
+  g: tf.Tensor,
+  m0: tf.Tensor,
+  v0: tf.Tensor,
+  h: AdamWStep,
+): tf.Tensor[] {
+  const { lr, beta1, beta2 } = h;
+  const stepSize = lr / (1 - beta1 ** h.step);
+  const biasCorrection2Sqrt = Math.sqrt(1 - beta2 ** h.step);
+  const decayed = tf.mul(p, tf.scalar(1 - lr * h.weightDecay));
+  const m = tf.add(tf.mul(m0, tf.scalar(beta1)), tf.mul(g, tf.scalar(1 - beta1)));
+  const v = tf.add(tf.mul(v0, tf.scalar(beta2)), tf.mul(tf.mul(g, tf.scalar(1 - beta2)), g));
+  const denom = tf.add(tf.div(tf.sqrt(v), tf.scalar(biasCorrection2Sqrt)), tf.scalar(h.eps));
+  const newP = tf.add(decayed, tf.mul(tf.div(m, denom), tf.scalar(-stepSize)));
+  return [newP, m, v];
+}
+
+/** The composite step applied to Variables with `assign` (a test oracle for the kernels). */
+export function adamwReference(
+  param: tf.Variable,
+  grad: tf.Tensor,
+  m: tf.Variable,
+  v: tf.Variable,
+  h: AdamWStep,
+): void {
+  tf.tidy(() => {
+    const [p1, m1, v1] = adamwComposite(param, grad, m, v, h);
+    param.assign(p1);
+    m.assign(m1);
+    v.assign(v1);
+  });
+}
+
+// ------------------------------------------------------------------------------- cpu kernel
 
 function buffer(be: CpuBackend, t: tf.TensorInfo | undefined, name: string): Float32Array {
   const v = f32(be, t);
@@ -59,8 +123,8 @@ function target(
   return [copy, be.makeTensorInfo(t.shape.slice(), "float32", copy)];
 }
 
-/** The AdamW kernel. */
-export const adamw: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
+/** The kernel on cpu: in place where the storage is not shared. */
+const stepCpu: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
   const be = backend as CpuBackend;
   const p0 = buffer(be, inputs.param, "param");
   const g = buffer(be, inputs.grad, "grad");
@@ -96,23 +160,7 @@ export const adamw: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
   return [pOut, mOut, vOut];
 };
 
-/**
- * The same AdamW step with tf ops and `assign` (any backend; `param`, `m`, `v` are Variables).
- */
-export function adamwReference(
-  param: tf.Variable,
-  grad: tf.Tensor,
-  m: tf.Variable,
-  v: tf.Variable,
-  h: AdamWStep,
-): void {
-  tf.tidy(() => {
-    const m1 = m.mul(h.beta1).add(grad.mul(1 - h.beta1));
-    const v1 = v.mul(h.beta2).add(grad.square().mul(1 - h.beta2));
-    const denom = v1.sqrt().div(Math.sqrt(1 - h.beta2 ** h.step)).add(h.eps);
-    const stepSize = h.lr / (1 - h.beta1 ** h.step);
-    param.assign(param.mul(1 - h.lr * h.weightDecay).sub(m1.div(denom).mul(stepSize)));
-    m.assign(m1);
-    v.assign(v1);
-  });
-}
+// ------------------------------------------------------------------------------ registration
+
+/** What lib/kernels/mod.ts registers for this op. */
+export const adamwOp: FusedOp = { kernels: { cpu: { [ADAMW]: stepCpu } } };

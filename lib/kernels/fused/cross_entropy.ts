@@ -1,24 +1,75 @@
 /**
- * Fused sparse softmax cross-entropy: `LlmSparseXent` and its gradient `LlmSparseXentGrad`.
+ * Sparse softmax cross-entropy from logits and integer targets, with ignore_index: the op the
+ * loss calls (`sparseCrossEntropy`), its composite fallback, and the fused kernels
+ * `LlmSparseXent` / `LlmSparseXentGrad` with their registration.
  *
  * The stock route (one-hot targets + softmaxCrossEntropy) builds and differentiates a dense
- * [N, V] one-hot, several [N, V] temporaries and broadcasting Sub/Mul over them; these kernels
- * read the logits once per pass and never materialise a one-hot.
+ * [N, V] one-hot, several [N, V] temporaries and broadcasting Sub/Mul over them; the kernels read
+ * the logits once per pass and never materialise a one-hot.
  *
- *   losses = tf.engine().runKernel("LlmSparseXent", {logits, targets}, {ignoreIndex: -100})
+ *   forward:  loss[i] = logsumexp(logits[i]) - logits[i, t[i]]      (0 where t[i] === ignoreIndex)
+ *   backward: dlogits[i] = (softmax(logits[i]) - onehot(t[i])) * dy[i]   (0 rows where ignored)
  *
- * logits [..., V] float32, targets [...] int32 -> losses [...] float32 (0 where target ===
- * ignoreIndex). The gradient is registered, so tf.grad / variableGrads work through it.
+ * logits [..., V] float32, targets [...] int32 -> losses [...] float32. The backward is the
+ * gradient registered for LlmSparseXent, so tf.grad / variableGrads work through the kernel.
  */
 import * as tf from "@tensorflow/tfjs";
-import { expShiftScale, rowMax, sumExpShift } from "./fastmath.ts";
-import { allocF32, onReuse } from "./pool.ts";
-import { simdRows } from "./simd.ts";
-import { type CpuBackend, f32, type FastKernel, type KernelArgs } from "./util.ts";
+import { expShiftScale, rowMax, sumExpShift } from "../fastmath.ts";
+import { SPARSE_XENT, SPARSE_XENT_GRAD } from "../names.ts";
+import { allocF32, onReuse } from "../pool.ts";
+import { simdRows } from "../simd.ts";
+import type { CpuBackend, FastKernel, FusedOp, KernelArgs } from "../util.ts";
+import { f32, hasKernels } from "../util.ts";
 
-/** Kernel names. */
-export const SPARSE_XENT = "LlmSparseXent";
-export const SPARSE_XENT_GRAD = "LlmSparseXentGrad";
+/** PyTorch's default ignore_index: targets equal to it do not count. */
+export const IGNORE_INDEX = -100;
+
+/**
+ * Per-row losses of logits [N, V] against int32 targets [N]: the fused kernels where the active
+ * backend has them, else the composite below. Rows whose target is `ignoreIndex` give 0 and get
+ * no gradient.
+ */
+export function sparseCrossEntropy(
+  logits: tf.Tensor2D,
+  targets: tf.Tensor1D,
+  ignoreIndex = IGNORE_INDEX,
+): tf.Tensor1D {
+  if (hasKernels(SPARSE_XENT, SPARSE_XENT_GRAD)) {
+    return tf.engine().runKernel(SPARSE_XENT, { logits, targets }, { ignoreIndex }) as tf.Tensor1D;
+  }
+  return tf.tidy(() => {
+    const keep = tf.notEqual(targets, ignoreIndex);
+    const safe = tf.where(keep, targets, tf.zerosLike(targets)) as tf.Tensor1D;
+    const losses = compositeLosses(logits, safe);
+    return tf.where(keep, losses, tf.zerosLike(losses)) as tf.Tensor1D;
+  });
+}
+
+/**
+ * The composite fallback with plain tf ops: logsumexp(row) - row[target], with the gradient
+ * (softmax - onehot) * dy written out (tfjs' own gradient of gather loops over every vocabulary
+ * entry on the cpu backend). The "- onehot" part is a scatter of N values, not an [N, V] one-hot.
+ */
+function compositeLosses(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D {
+  const f = tf.customGrad(
+    ((x: tf.Tensor2D, tgt: tf.Tensor1D, save: tf.GradSaveFunc) => {
+      const n = x.shape[0];
+      const index = tf.stack([tf.range(0, n, 1, "int32"), tgt], 1);
+      save([x, index]);
+      const value = tf.sub(tf.logSumExp(x, 1), tf.gatherND(x, index));
+      const gradFunc = (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [logits, idx] = saved;
+        const minusOne = tf.scatterND(idx, tf.fill([n], -1), logits.shape);
+        const grad = tf.mul(tf.add(tf.softmax(logits), minusOne), dy.reshape([n, 1]));
+        return [grad, tf.zerosLike(tgt)];
+      };
+      return { value, gradFunc };
+    }) as unknown as Parameters<typeof tf.customGrad>[0],
+  );
+  return f(logits, targets) as tf.Tensor1D;
+}
+
+// ------------------------------------------------------------------------------- cpu kernels
 
 function targetsOf(be: CpuBackend, t: tf.TensorInfo): Int32Array | Float32Array | null {
   const v = be.data.get(t.dataId).values;
@@ -51,8 +102,8 @@ function checkTarget(t: number, v: number, row: number): void {
 const lseCache = new WeakMap<Float32Array, Float64Array>();
 onReuse((arr) => lseCache.delete(arr));
 
-/** losses[i] = logsumexp(logits[i]) - logits[i, targets[i]], 0 for ignored rows. */
-export const sparseXent: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
+/** Forward on cpu: losses[i] = logsumexp(logits[i]) - logits[i, targets[i]], 0 for ignored rows. */
+const forwardCpu: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
   const be = backend as CpuBackend;
   const { logits, targets } = inputs;
   const v = checkShapes(logits, targets);
@@ -84,8 +135,8 @@ export const sparseXent: FastKernel = ({ inputs, attrs, backend }: KernelArgs) =
   return be.makeTensorInfo(targets.shape.slice(), "float32", out);
 };
 
-/** dLogits[i] = (softmax(logits[i]) - onehot(targets[i])) * dy[i]; zero rows where ignored. */
-export const sparseXentGrad: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
+/** Backward on cpu: dLogits[i] = (softmax(logits[i]) - onehot(targets[i])) * dy[i]; 0 rows where ignored. */
+const backwardCpu: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
   const be = backend as CpuBackend;
   const { logits, targets, dy } = inputs;
   const v = checkShapes(logits, targets);
@@ -128,8 +179,10 @@ export const sparseXentGrad: FastKernel = ({ inputs, attrs, backend }: KernelArg
   return be.makeTensorInfo(logits.shape.slice(), "float32", out);
 };
 
-/** The gradient of LlmSparseXent (registered once, for every backend that has the kernel). */
-export const sparseXentGradConfig: tf.GradConfig = {
+// ------------------------------------------------------------------------------ registration
+
+/** The tape gradient of LlmSparseXent: the backward kernel (every backend that has both). */
+const gradient: tf.GradConfig = {
   kernelName: SPARSE_XENT,
   inputsToSave: ["logits", "targets"],
   gradFunc: (dy, saved, attrs) => {
@@ -146,10 +199,16 @@ export const sparseXentGradConfig: tf.GradConfig = {
   },
 };
 
+/** What lib/kernels/mod.ts registers for this op. */
+export const crossEntropyOp: FusedOp = {
+  kernels: { cpu: { [SPARSE_XENT]: forwardCpu, [SPARSE_XENT_GRAD]: backwardCpu } },
+  gradients: [gradient],
+};
+
 /**
  * Per-row sparse cross-entropy with plain tf ops (any backend; what the kernel computes):
- * logsumexp(logits) - logits[target], 0 where target === ignoreIndex. O(N*V) memory for one
- * [N, V] mask, so prefer the kernel on cpu.
+ * logsumexp(logits) - logits[target], 0 where target === ignoreIndex. The one-hot formula, as
+ * a test oracle: O(N*V) memory.
  */
 export function sparseXentReference(
   logits: tf.Tensor,
