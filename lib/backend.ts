@@ -86,8 +86,10 @@ const TRY: Record<BackendName, Attempt> = {
     if (typeof info === "string") return info;
     registerGroupedAddN();
     if (!(await tf.setBackend("webgpu"))) return "tfjs webgpu backend did not initialise";
+    const fused = (await import("./kernels/mod.ts")).registerWebGpuKernels();
     return {
-      detail: describeDevice(info),
+      detail: describeDevice(info) +
+        (fused.enabled ? "; fused WGSL kernels" : `; no fused kernels (${fused.reason})`),
       // One tensor is one buffer, bound whole: the smaller limit decides.
       maxTensorBytes: Math.min(info.maxStorageBufferBindingSize, info.maxBufferSize),
     };

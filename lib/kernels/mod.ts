@@ -19,7 +19,9 @@ import * as tf from "@tensorflow/tfjs";
 import { type Blas, loadBlas } from "./overrides/blas.ts";
 import { cpuOverrides } from "./overrides/mod.ts";
 import { adamwOp } from "./fused/adamw.ts";
+import { causalSoftmaxOp } from "./fused/causal_softmax.ts";
 import { crossEntropyOp } from "./fused/cross_entropy.ts";
+import { dropoutOp } from "./fused/dropout.ts";
 import { geluOp } from "./fused/gelu.ts";
 import { layerNormOp } from "./fused/layernorm.ts";
 import type { FastKernel, FusedOp, KernelArgs } from "./util.ts";
@@ -34,7 +36,14 @@ export { clearPool, poolStats, setPoolLimit } from "./pool.ts";
 export { setSimdEnabled } from "./simd.ts";
 
 /** The fused ops (one file each under fused/); adding one is one line here. */
-const FUSED_OPS: FusedOp[] = [crossEntropyOp, adamwOp, layerNormOp, geluOp];
+const FUSED_OPS: FusedOp[] = [
+  crossEntropyOp,
+  adamwOp,
+  layerNormOp,
+  geluOp,
+  dropoutOp,
+  causalSoftmaxOp,
+];
 
 /** What registerFastKernels did. */
 export interface FastKernelStatus {
@@ -178,4 +187,43 @@ export function restoreStockKernels(): void {
   uninstallPool();
   counts.clear();
   state = null;
+}
+
+let webgpuNames: string[] | null = null;
+
+/**
+ * Registers the fused ops' WGSL kernels on tfjs' "webgpu" backend (idempotent), so that the
+ * library's ops take their fused path there; off with `LLM_FAST_KERNELS=0`. The stock webgpu
+ * kernels are not replaced; the status names the kernels.
+ */
+export function registerWebGpuKernels(): FastKernelStatus {
+  if (envDisabled()) return { enabled: false, reason: "LLM_FAST_KERNELS=0" };
+  if (webgpuNames == null) {
+    webgpuNames = [];
+    for (const op of FUSED_OPS) {
+      for (const [name, kernel] of Object.entries(op.kernels.webgpu ?? {})) {
+        if (tf.getKernel(name, "webgpu") != null) continue;
+        tf.registerKernel({
+          kernelName: name,
+          backendName: "webgpu",
+          kernelFunc: (args: KernelArgs) => {
+            const out = kernel(args);
+            if (out == null) throw new Error(`${name}: case not handled by the webgpu kernel`);
+            return out;
+          },
+        } as tf.KernelConfig);
+        webgpuNames.push(name);
+      }
+      for (const g of op.gradients ?? []) {
+        if (tf.getGradient(g.kernelName) == null) tf.registerGradient(g);
+      }
+    }
+  }
+  return { enabled: true, reason: `fused WGSL kernels: ${webgpuNames.join(", ")}` };
+}
+
+/** Removes the kernels registerWebGpuKernels added (tests compare fused and composite paths). */
+export function unregisterWebGpuKernels(): void {
+  for (const name of webgpuNames ?? []) tf.unregisterKernel(name, "webgpu");
+  webgpuNames = null;
 }

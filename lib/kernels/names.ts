@@ -18,3 +18,9 @@ export const LAYER_NORM_GRAD = "LlmLayerNormGrad";
 export const GELU = "LlmGelu";
 /** GELU backward: dx. */
 export const GELU_GRAD = "LlmGeluGrad";
+/** The dropout mask from a seed (lib/kernels/fused/dropout.ts). */
+export const DROPOUT_MASK = "LlmDropoutMask";
+/** Causal softmax of attention scores with scale and mask (lib/kernels/fused/causal_softmax.ts). */
+export const CAUSAL_SOFTMAX = "LlmCausalSoftmax";
+/** Its backward: d(scores) from the weights and d(weights). */
+export const CAUSAL_SOFTMAX_GRAD = "LlmCausalSoftmaxGrad";

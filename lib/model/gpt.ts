@@ -4,6 +4,7 @@
  * an untied output head without bias.
  */
 import * as tf from "@tensorflow/tfjs";
+import { causalSoftmax } from "../kernels/fused/causal_softmax.ts";
 import { type GPTConfig, parameterShapes, validateConfig } from "./config.ts";
 import { assertFitsDevice } from "../backend.ts";
 import {
@@ -50,7 +51,6 @@ export class MultiHeadAttention extends Module {
       ]) as tf.Tensor4D;
     let keys = heads("W_key"), values = heads("W_value");
     const queries = heads("W_query");
-    const past = cache?.keys?.shape[2] ?? 0;
     if (cache) {
       if (cache.keys && cache.values) {
         keys = tf.concat([cache.keys, keys], 2);
@@ -62,9 +62,7 @@ export class MultiHeadAttention extends Module {
       cache.keys = tf.keep(keys);
       cache.values = tf.keep(values);
     }
-    const scores = tf.mul(tf.matMul(queries, keys, false, true), 1 / Math.sqrt(d));
-    const masked = tf.add(scores, causalMask(t, past + t));
-    let weights = tf.softmax(masked);
+    let weights = causalSoftmax(tf.matMul(queries, keys, false, true), 1 / Math.sqrt(d));
     weights = dropout(weights, this.cfg.dropRate, this.training, this.dropSeeds) as tf.Tensor4D;
     const context = tf.matMul(weights, values).transpose([0, 2, 1, 3]).reshape([
       b,
@@ -73,15 +71,6 @@ export class MultiHeadAttention extends Module {
     ]);
     return this.child<LinearLike>("out_proj").apply(context) as tf.Tensor3D;
   }
-}
-
-/** Additive mask [q, k]: 0 where query i (at absolute position k-q+i) may see key j, else -inf. */
-function causalMask(q: number, k: number): tf.Tensor2D {
-  const data = new Float32Array(q * k);
-  for (let i = 0; i < q; i++) {
-    for (let j = k - q + i + 1; j < k; j++) data[i * k + j] = -Infinity;
-  }
-  return tf.tensor2d(data, [q, k]);
 }
 
 /** Linear(E, 4E) -> GELU -> Linear(4E, E); children named "layers.0" and "layers.2" like the book. */

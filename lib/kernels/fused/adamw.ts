@@ -27,6 +27,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { ADAMW } from "../names.ts";
 import { simdRows } from "../simd.ts";
+import { elementwise } from "../webgpu.ts";
 import type { CpuBackend, FastKernel, FusedOp, KernelArgs } from "../util.ts";
 import { f32, hasKernels } from "../util.ts";
 
@@ -160,7 +161,52 @@ const stepCpu: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
   return [pOut, mOut, vOut];
 };
 
+// ---------------------------------------------------------------------------- webgpu kernel
+
+/**
+ * The kernel on WebGPU: new m, new v, then the new parameter from them, one pass each, in
+ * float32 in torch's order. Returns new tensors (assigning them swaps the variables' buffers; no
+ * elementwise chain, no copy).
+ */
+const stepWebGpu: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
+  const { param, grad, m, v } = inputs;
+  const { lr, beta1, beta2, eps, weightDecay, step } = attrs as AdamWStep;
+  if (!(step >= 1)) throw new Error(`${ADAMW}: step must be >= 1 (got ${step})`);
+  const shape = param.shape.slice();
+  const moment = (key: string, old: tf.TensorInfo, beta: number, term: string) =>
+    elementwise(backend, {
+      key,
+      inputs: [["old", old], ["g", grad]],
+      outShape: shape,
+      uniforms: [{ name: "beta", type: "f32", value: beta }, {
+        name: "rest",
+        type: "f32",
+        value: 1 - beta,
+      }],
+      code: `result[index] = uniforms.beta * old[index] + ${term};`,
+    });
+  const m1 = moment("adamw_m", m, beta1, "uniforms.rest * g[index]");
+  const v1 = moment("adamw_v", v, beta2, "uniforms.rest * g[index] * g[index]");
+  const p1 = elementwise(backend, {
+    key: "adamw_p",
+    inputs: [["p", param], ["m", m1], ["v", v1]],
+    outShape: shape,
+    uniforms: [
+      { name: "decay", type: "f32", value: 1 - lr * weightDecay },
+      { name: "stepSize", type: "f32", value: lr / (1 - Math.pow(beta1, step)) },
+      { name: "bc2Sqrt", type: "f32", value: Math.sqrt(1 - Math.pow(beta2, step)) },
+      { name: "eps", type: "f32", value: eps },
+    ],
+    code: `
+  let denom = sqrt(v[index]) / uniforms.bc2Sqrt + uniforms.eps;
+  result[index] = p[index] * uniforms.decay - uniforms.stepSize * m[index] / denom;`,
+  });
+  return [p1, m1, v1];
+};
+
 // ------------------------------------------------------------------------------ registration
 
 /** What lib/kernels/mod.ts registers for this op. */
-export const adamwOp: FusedOp = { kernels: { cpu: { [ADAMW]: stepCpu } } };
+export const adamwOp: FusedOp = {
+  kernels: { cpu: { [ADAMW]: stepCpu }, webgpu: { [ADAMW]: stepWebGpu } },
+};

@@ -18,6 +18,7 @@ import { expShiftScale, rowMax, sumExpShift } from "../fastmath.ts";
 import { SPARSE_XENT, SPARSE_XENT_GRAD } from "../names.ts";
 import { allocF32, onReuse } from "../pool.ts";
 import { simdRows } from "../simd.ts";
+import { ROW_THREADS, rowwise, type Uniform } from "../webgpu.ts";
 import type { CpuBackend, FastKernel, FusedOp, KernelArgs } from "../util.ts";
 import { f32, hasKernels } from "../util.ts";
 
@@ -179,6 +180,81 @@ const backwardCpu: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
   return be.makeTensorInfo(logits.shape.slice(), "float32", out);
 };
 
+// ---------------------------------------------------------------------------- webgpu kernels
+
+/** Row statistics in WGSL: `lse` = logsumexp of row `r` of `logits` (every invocation calls it). */
+const LSE_WGSL = `
+fn rowLse(tid : i32, base : i32, v : i32) -> f32 {
+  var m = -3.402823e+38;
+  for (var c = tid; c < v; c = c + ${ROW_THREADS}) { m = max(m, logits[base + c]); }
+  m = rowMax(tid, m);
+  var s = 0.0;
+  for (var c = tid; c < v; c = c + ${ROW_THREADS}) { s = s + exp(logits[base + c] - m); }
+  return m + log(rowSum(tid, s));
+}`;
+
+function webgpuUniforms(logits: tf.TensorInfo, targets: tf.TensorInfo, attrs: KernelArgs["attrs"]) {
+  const v = checkShapes(logits, targets), rows = targets.shape.reduce((a, b) => a * b, 1);
+  const uniforms: Uniform[] = [
+    { name: "vocab", type: "i32", value: v },
+    { name: "rows", type: "i32", value: rows },
+    { name: "ignore", type: "i32", value: attrs?.ignoreIndex ?? IGNORE_INDEX },
+  ];
+  return { v, rows, uniforms };
+}
+
+/** Forward on WebGPU: one workgroup per row; a target outside [0, V) gives NaN (no throw on GPU). */
+const forwardWebGpu: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
+  const { logits, targets } = inputs;
+  const { rows, uniforms } = webgpuUniforms(logits, targets, attrs);
+  return rowwise(backend, rows, {
+    key: "xent_fwd",
+    inputs: [["logits", logits], ["targets", targets]],
+    outShape: targets.shape.slice(),
+    uniforms,
+    prelude: LSE_WGSL,
+    code: `
+  let r = min(row, uniforms.rows - 1);
+  let v = uniforms.vocab;
+  let lse = rowLse(tid, r * v, v);
+  let t = targets[r];
+  if (tid == 0 && row < uniforms.rows) {
+    if (t == uniforms.ignore) {
+      result[r] = 0.0;
+    } else if (t < 0 || t >= v) {
+      result[r] = uniforms.NAN;
+    } else {
+      result[r] = lse - logits[r * v + t];
+    }
+  }`,
+  });
+};
+
+/** Backward on WebGPU: one workgroup per row writes (softmax - onehot) * dy, 0 where ignored. */
+const backwardWebGpu: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
+  const { logits, targets, dy } = inputs;
+  const { rows, uniforms } = webgpuUniforms(logits, targets, attrs);
+  return rowwise(backend, rows, {
+    key: "xent_bwd",
+    inputs: [["logits", logits], ["targets", targets], ["dy", dy]],
+    outShape: logits.shape.slice(),
+    uniforms,
+    prelude: LSE_WGSL,
+    code: `
+  let r = min(row, uniforms.rows - 1);
+  let v = uniforms.vocab;
+  let lse = rowLse(tid, r * v, v);
+  let t = targets[r];
+  let g = select(dy[r], 0.0, t == uniforms.ignore);
+  if (row < uniforms.rows) {
+    for (var c = tid; c < v; c = c + ${ROW_THREADS}) {
+      let p = exp(logits[r * v + c] - lse) * g;
+      result[r * v + c] = select(p, p - g, c == t);
+    }
+  }`,
+  });
+};
+
 // ------------------------------------------------------------------------------ registration
 
 /** The tape gradient of LlmSparseXent: the backward kernel (every backend that has both). */
@@ -201,7 +277,10 @@ const gradient: tf.GradConfig = {
 
 /** What lib/kernels/mod.ts registers for this op. */
 export const crossEntropyOp: FusedOp = {
-  kernels: { cpu: { [SPARSE_XENT]: forwardCpu, [SPARSE_XENT_GRAD]: backwardCpu } },
+  kernels: {
+    cpu: { [SPARSE_XENT]: forwardCpu, [SPARSE_XENT_GRAD]: backwardCpu },
+    webgpu: { [SPARSE_XENT]: forwardWebGpu, [SPARSE_XENT_GRAD]: backwardWebGpu },
+  },
   gradients: [gradient],
 };
 

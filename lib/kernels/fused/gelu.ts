@@ -11,6 +11,7 @@ import * as tf from "@tensorflow/tfjs";
 import { fastTanh } from "../fastmath.ts";
 import { GELU, GELU_GRAD } from "../names.ts";
 import { allocF32 } from "../pool.ts";
+import { elementwise, WGSL_TANH } from "../webgpu.ts";
 import type { CpuBackend, FastKernel, FusedOp, KernelArgs } from "../util.ts";
 import { f32, hasKernels } from "../util.ts";
 
@@ -72,9 +73,48 @@ const backwardCpu: FastKernel = ({ inputs, backend }: KernelArgs) => {
   return be.makeTensorInfo(inputs.x!.shape, "float32", out);
 };
 
+// ---------------------------------------------------------------------------- webgpu kernels
+
+/** Forward on WebGPU: t = tanh(...) first, then y from x and t (one pass each). */
+const forwardWebGpu: FastKernel = ({ inputs, backend }: KernelArgs) => {
+  const x = inputs.x;
+  const t = elementwise(backend, {
+    key: "gelu_t",
+    inputs: [["x", x]],
+    outShape: x.shape.slice(),
+    prelude: WGSL_TANH,
+    code: `
+  let v = x[index];
+  result[index] = llmTanh(${C} * (v + ${K} * v * v * v));`,
+  });
+  const y = elementwise(backend, {
+    key: "gelu_y",
+    inputs: [["x", x], ["t", t]],
+    outShape: x.shape.slice(),
+    code: "result[index] = 0.5 * x[index] * (1.0 + t[index]);",
+  });
+  return [y, t];
+};
+
+/** Backward on WebGPU: dx = dy * gelu'(x) from x and t, one pass. */
+const backwardWebGpu: FastKernel = ({ inputs, backend }: KernelArgs) =>
+  elementwise(backend, {
+    key: "gelu_dx",
+    inputs: [["x", inputs.x], ["t", inputs.t], ["dy", inputs.dy]],
+    outShape: inputs.x.shape.slice(),
+    code: `
+  let v = x[index];
+  let u = t[index];
+  result[index] = dy[index] *
+    (0.5 * (1.0 + u) + 0.5 * v * (1.0 - u * u) * ${C} * (1.0 + ${3 * K} * v * v));`,
+  });
+
 // ------------------------------------------------------------------------------ registration
 
 /** What lib/kernels/mod.ts registers for this op. */
 export const geluOp: FusedOp = {
-  kernels: { cpu: { [GELU]: forwardCpu, [GELU_GRAD]: backwardCpu } },
+  kernels: {
+    cpu: { [GELU]: forwardCpu, [GELU_GRAD]: backwardCpu },
+    webgpu: { [GELU]: forwardWebGpu, [GELU_GRAD]: backwardWebGpu },
+  },
 };

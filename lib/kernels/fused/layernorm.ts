@@ -11,8 +11,9 @@
 import * as tf from "@tensorflow/tfjs";
 import { LAYER_NORM, LAYER_NORM_GRAD } from "../names.ts";
 import { allocF32 } from "../pool.ts";
+import { elementwise, ROW_THREADS, rowwise, type Uniform } from "../webgpu.ts";
 import type { CpuBackend, FastKernel, FusedOp, KernelArgs } from "../util.ts";
-import { f32, hasKernels } from "../util.ts";
+import { f32, hasKernels, sizeOf } from "../util.ts";
 
 /** LayerNorm of x over its last axis: the fused kernels where the backend has them. */
 export function layerNorm(
@@ -115,9 +116,126 @@ const backwardCpu: FastKernel = ({ inputs, backend }: KernelArgs) => {
   ];
 };
 
+// ---------------------------------------------------------------------------- webgpu kernels
+
+/** Mean (or rstd, when `rstd`) of each row of x, one workgroup per row; two passes like the cpu. */
+function rowStat(backend: unknown, x: tf.TensorInfo, d: number, eps: number, rstd: boolean) {
+  const rows = sizeOf(x.shape) / d;
+  return rowwise(backend, rows, {
+    key: rstd ? "ln_rstd" : "ln_mean",
+    inputs: [["x", x]],
+    outShape: x.shape.slice(0, -1),
+    uniforms: [{ name: "d", type: "i32", value: d }, { name: "rows", type: "i32", value: rows }, {
+      name: "eps",
+      type: "f32",
+      value: eps,
+    }],
+    code: `
+  let r = min(row, uniforms.rows - 1);
+  let d = uniforms.d;
+  var s = 0.0;
+  for (var c = tid; c < d; c = c + ${ROW_THREADS}) { s = s + x[r * d + c]; }
+  let mu = rowSum(tid, s) / f32(d);
+  ${
+      rstd
+        ? `var q = 0.0;
+  for (var c = tid; c < d; c = c + ${ROW_THREADS}) { let e = x[r * d + c] - mu; q = q + e * e; }
+  let value = 1.0 / sqrt(rowSum(tid, q) / f32(d) + uniforms.eps);`
+        : "let value = mu;"
+    }
+  if (tid == 0 && row < uniforms.rows) { result[r] = value; }`,
+  });
+}
+
+/** Forward on WebGPU: mean and rstd per row, then y elementwise. */
+const forwardWebGpu: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
+  const { x, scale, shift } = inputs;
+  const d = scale.shape[0], eps = (attrs as { eps: number }).eps;
+  const mean = rowStat(backend, x, d, eps, false), rstd = rowStat(backend, x, d, eps, true);
+  const y = elementwise(backend, {
+    key: "ln_y",
+    inputs: [["x", x], ["mean", mean], ["rstd", rstd], ["scale", scale], ["shift", shift]],
+    outShape: x.shape.slice(),
+    uniforms: [{ name: "d", type: "i32", value: d }],
+    code: `
+  let r = index / uniforms.d;
+  let c = index % uniforms.d;
+  result[index] = (x[index] - mean[r]) * rstd[r] * scale[c] + shift[c];`,
+  });
+  return [y, mean, rstd];
+};
+
+/** Backward on WebGPU: dx one workgroup per row; dscale and dshift one invocation per column. */
+const backwardWebGpu: FastKernel = ({ inputs, backend }: KernelArgs) => {
+  const { x, scale, mean, rstd, dy } = inputs;
+  const d = scale.shape[0], rows = sizeOf(x.shape) / d;
+  const all: [string, tf.TensorInfo][] = [
+    ["x", x],
+    ["scale", scale],
+    ["mean", mean],
+    ["rstd", rstd],
+    ["dy", dy],
+  ];
+  const uniforms: Uniform[] = [
+    { name: "d", type: "i32", value: d },
+    { name: "rows", type: "i32", value: rows },
+  ];
+  const dx = rowwise(backend, rows, {
+    key: "ln_dx",
+    inputs: all,
+    outShape: x.shape.slice(),
+    uniforms,
+    code: `
+  let r = min(row, uniforms.rows - 1);
+  let d = uniforms.d;
+  let mu = mean[r];
+  let rs = rstd[r];
+  var sg = 0.0;
+  var sgx = 0.0;
+  for (var c = tid; c < d; c = c + ${ROW_THREADS}) {
+    let g = dy[r * d + c] * scale[c];
+    sg = sg + g;
+    sgx = sgx + g * (x[r * d + c] - mu) * rs;
+  }
+  let mg = rowSum(tid, sg) / f32(d);
+  let mgx = rowSum(tid, sgx) / f32(d);
+  if (row < uniforms.rows) {
+    for (var c = tid; c < d; c = c + ${ROW_THREADS}) {
+      let xhat = (x[r * d + c] - mu) * rs;
+      result[r * d + c] = rs * (dy[r * d + c] * scale[c] - mg - xhat * mgx);
+    }
+  }`,
+  });
+  // Every input a program declares must be read (auto layouts drop unused bindings).
+  const columnSum = (key: string, ins: [string, tf.TensorInfo][], term: string) =>
+    elementwise(backend, {
+      key,
+      inputs: ins,
+      outShape: [d],
+      uniforms,
+      code: `
+  var s = 0.0;
+  for (var r = 0; r < uniforms.rows; r = r + 1) {
+    let i = r * uniforms.d + index;
+    s = s + ${term};
+  }
+  result[index] = s;`,
+    });
+  const dscale = columnSum(
+    "ln_dscale",
+    [["x", x], ["mean", mean], ["rstd", rstd], ["dy", dy]],
+    "dy[i] * (x[i] - mean[r]) * rstd[r]",
+  );
+  const dshift = columnSum("ln_dshift", [["dy", dy]], "dy[i]");
+  return [dx, dscale, dshift];
+};
+
 // ------------------------------------------------------------------------------ registration
 
 /** What lib/kernels/mod.ts registers for this op. */
 export const layerNormOp: FusedOp = {
-  kernels: { cpu: { [LAYER_NORM]: forwardCpu, [LAYER_NORM_GRAD]: backwardCpu } },
+  kernels: {
+    cpu: { [LAYER_NORM]: forwardCpu, [LAYER_NORM_GRAD]: backwardCpu },
+    webgpu: { [LAYER_NORM]: forwardWebGpu, [LAYER_NORM_GRAD]: backwardWebGpu },
+  },
 };

@@ -1,0 +1,212 @@
+/**
+ * The fused WGSL kernels (lib/kernels/fused/*.ts) against the composite tf ops they replace, on
+ * the WebGPU backend, forward and backward. Runs where initBackend picks WebGPU (CI: LLM_BACKEND=
+ * webgpu on Mesa's lavapipe); elsewhere the tests are reported as ignored.
+ */
+import * as tf from "@tensorflow/tfjs";
+import assert from "node:assert/strict";
+import { initBackend } from "../lib/backend.ts";
+import {
+  ADAMW,
+  CAUSAL_SOFTMAX,
+  DROPOUT_MASK,
+  GELU,
+  LAYER_NORM,
+  registerWebGpuKernels,
+  SPARSE_XENT,
+  unregisterWebGpuKernels,
+} from "../lib/kernels/mod.ts";
+import { adamwUpdate } from "../lib/kernels/fused/adamw.ts";
+import { causalSoftmax } from "../lib/kernels/fused/causal_softmax.ts";
+import { sparseCrossEntropy } from "../lib/kernels/fused/cross_entropy.ts";
+import { dropoutMask } from "../lib/kernels/fused/dropout.ts";
+import { gelu } from "../lib/kernels/fused/gelu.ts";
+import { layerNorm } from "../lib/kernels/fused/layernorm.ts";
+import { GPTModel } from "../lib/model/gpt.ts";
+import { AdamW } from "../lib/train/adamw.ts";
+import { trainStep } from "../lib/train/train.ts";
+import { assertClose } from "./kernels_helpers.ts";
+
+const onGpu = (await initBackend({ log: false })).name === "webgpu";
+const fusedOn = onGpu && registerWebGpuKernels().enabled;
+
+/** Runs `f` with the fused kernels, then with the composites; both results as arrays. */
+async function fusedAndComposite(f: () => tf.Tensor[]): Promise<[Float32Array[], Float32Array[]]> {
+  const run = async () => {
+    const outs = tf.tidy(f);
+    const values = await Promise.all(outs.map(async (t) => Float32Array.from(await t.data())));
+    tf.dispose(outs);
+    return values;
+  };
+  registerWebGpuKernels();
+  const fused = await run();
+  unregisterWebGpuKernels();
+  try {
+    return [fused, await run()];
+  } finally {
+    registerWebGpuKernels();
+  }
+}
+
+async function assertFusedMatches(f: () => tf.Tensor[], names: string[], tol = 1e-5) {
+  const [fused, composite] = await fusedAndComposite(f);
+  fused.forEach((a, i) => assertClose(a, composite[i], tol, tol, names[i]));
+}
+
+const test = (name: string, kernel: string, fn: () => Promise<void>) =>
+  Deno.test({
+    name,
+    ignore: !fusedOn,
+    fn: async () => {
+      assert.ok(tf.getKernel(kernel, "webgpu"), `${kernel} is registered on webgpu`);
+      await fn();
+    },
+  });
+
+test(
+  "WebGPU LlmSparseXent and its gradient match the composite, with ignore_index rows 0",
+  SPARSE_XENT,
+  async () => {
+    const logits = () => tf.randomNormal([37, 3001], 0, 4, "float32", 1) as tf.Tensor2D;
+    const targets = () =>
+      tf.tensor1d(
+        Array.from({ length: 37 }, (_, i) => i % 5 === 0 ? -100 : (i * 811) % 3001),
+        "int32",
+      );
+    const lossAndGrad = () => {
+      const t = targets();
+      const f = (x: tf.Tensor) =>
+        sparseCrossEntropy(x as tf.Tensor2D, t).mul(tf.range(1, 38)).sum();
+      const { value, grad } = tf.valueAndGrad(f)(logits());
+      return [sparseCrossEntropy(logits(), t), value, grad];
+    };
+    await assertFusedMatches(lossAndGrad, ["losses", "weighted sum", "dlogits"]);
+    const [[losses, , grad]] = await fusedAndComposite(lossAndGrad);
+    for (let i = 0; i < 37; i += 5) {
+      assert.equal(losses[i], 0, `ignored row ${i} has loss 0`);
+      assert.ok(grad.subarray(i * 3001, (i + 1) * 3001).every((g) => g === 0), `row ${i} grad 0`);
+    }
+  },
+);
+
+test(
+  "WebGPU LlmSparseXent gives NaN for a target outside [0, V) (no throw on the GPU)",
+  SPARSE_XENT,
+  async () => {
+    const out = tf.tidy(() =>
+      sparseCrossEntropy(tf.zeros([2, 10]) as tf.Tensor2D, tf.tensor1d([3, 10], "int32"))
+    );
+    const v = await out.data();
+    out.dispose();
+    assert.ok(Math.abs(v[0] - Math.log(10)) < 1e-6 && Number.isNaN(v[1]), `got ${v}`);
+  },
+);
+
+test("WebGPU LlmLayerNorm: y, dx, dscale and dshift match the composite", LAYER_NORM, async () => {
+  const x = () => tf.randomNormal([3, 50, 200], 0.5, 2, "float32", 2);
+  const scale = () => tf.randomNormal([200], 1, 0.3, "float32", 3);
+  const shift = () => tf.randomNormal([200], 0, 0.3, "float32", 4);
+  await assertFusedMatches(
+    () => {
+      const w = tf.randomNormal([3, 50, 200], 0, 1, "float32", 5);
+      const f = (a: tf.Tensor, b: tf.Tensor, c: tf.Tensor) => layerNorm(a, b, c, 1e-5).mul(w).sum();
+      return [layerNorm(x(), scale(), shift(), 1e-5), ...tf.grads(f)([x(), scale(), shift()])];
+    },
+    ["y", "dx", "dscale", "dshift"],
+    2e-5,
+  );
+});
+
+test("WebGPU LlmGelu: y and dx match the composite tanh approximation", GELU, async () => {
+  const x = () => tf.randomNormal([4, 1000], 0, 4, "float32", 6);
+  await assertFusedMatches(() => {
+    const w = tf.randomNormal([4, 1000], 0, 1, "float32", 7);
+    return [gelu(x()), tf.grad((a: tf.Tensor) => gelu(a).mul(w).sum())(x())];
+  }, ["y", "dx"]);
+});
+
+test(
+  "WebGPU LlmCausalSoftmax: weights (with a KV-cache offset) and dscores match the composite",
+  CAUSAL_SOFTMAX,
+  async () => {
+    for (const [q, k] of [[9, 9], [3, 11], [1, 300]]) {
+      const s = () => tf.randomNormal([2, 3, q, k], 0, 3, "float32", 8);
+      await assertFusedMatches(() => {
+        const w = tf.randomNormal([2, 3, q, k], 0, 1, "float32", 9);
+        return [
+          causalSoftmax(s(), 0.3),
+          tf.grad((a: tf.Tensor) => causalSoftmax(a, 0.3).mul(w).sum())(s()),
+        ];
+      }, [`weights ${q}x${k}`, `dscores ${q}x${k}`]);
+    }
+  },
+);
+
+test("WebGPU LlmDropoutMask makes the cpu's seeded mask bit for bit", DROPOUT_MASK, async () => {
+  for (const [rate, seed] of [[0.1, 12345], [0.5, 7], [0.0, 3]]) {
+    const [[gpu], [cpu]] = await fusedAndComposite(() => [dropoutMask([300, 77], rate, seed)]);
+    assert.deepEqual(gpu, cpu, `rate ${rate} seed ${seed}`);
+  }
+});
+
+test("WebGPU LlmAdamW: new param and moments match the composite step", ADAMW, async () => {
+  const n = 70000;
+  const h = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 3 };
+  await assertFusedMatches(
+    () =>
+      adamwUpdate(
+        tf.randomNormal([n], 0, 1, "float32", 10),
+        tf.randomNormal([n], 0, 1, "float32", 11),
+        tf.randomNormal([n], 0, 0.1, "float32", 12),
+        tf.randomUniform([n], 0, 0.1, "float32", 13),
+        h,
+      ),
+    ["param", "m", "v"],
+    1e-6,
+  );
+});
+
+Deno.test({
+  name: "a WebGPU GPT training step with the fused kernels reads back one value, its loss",
+  ignore: !fusedOn,
+  fn: async () => {
+    const cfg = {
+      vocabSize: 300,
+      contextLength: 16,
+      embDim: 32,
+      nHeads: 2,
+      nLayers: 2,
+      dropRate: 0.1,
+      qkvBias: true,
+    };
+    const model = new GPTModel(cfg, { seed: 1 }).train();
+    const opt = new AdamW(model.namedParameters(), { lr: 1e-3, weightDecay: 0.1 });
+    const batch = {
+      inputs: tf.randomUniform([2, 16], 0, 300, "int32", 1) as tf.Tensor2D,
+      targets: tf.randomUniform([2, 16], 0, 300, "int32", 2) as tf.Tensor2D,
+    };
+    const be = tf.backend() as unknown as { read: (id: unknown) => Promise<unknown> };
+    const read = be.read;
+    let reads = 0;
+    be.read = (id) => {
+      reads++;
+      return read.call(be, id);
+    };
+    try {
+      const losses = [];
+      for (let step = 0; step < 3; step++) {
+        reads = 0;
+        const before = tf.memory().numTensors;
+        losses.push((await trainStep(model, opt, batch, { lr: 1e-3 })).loss);
+        assert.equal(reads, 1, `step ${step} read ${reads} tensors`);
+        if (step > 0) assert.equal(tf.memory().numTensors, before, "tensor count flat");
+      }
+      assert.ok(losses[2] < losses[0], `loss falls: ${losses}`);
+    } finally {
+      be.read = read;
+      tf.dispose([batch.inputs, batch.targets]);
+      opt.dispose();
+      model.dispose();
+    }
+  },
+});
