@@ -88,8 +88,10 @@ const TRY: Record<BackendName, Attempt> = {
     if (!(await tf.setBackend("webgpu"))) return "tfjs webgpu backend did not initialise";
     const fused = (await import("./kernels/mod.ts")).registerWebGpuKernels();
     return {
-      detail: describeDevice(info) +
-        (fused.enabled ? "; fused WGSL kernels" : `; no fused kernels (${fused.reason})`),
+      detail: describeDevice(
+        info,
+        fused.enabled ? "with fused WGSL kernels" : `without fused kernels (${fused.reason})`,
+      ),
       // One tensor is one buffer, bound whole: the smaller limit decides.
       maxTensorBytes: Math.min(info.maxStorageBufferBindingSize, info.maxBufferSize),
     };
@@ -178,9 +180,9 @@ async function registerFastKernelsIfPresent(): Promise<string> {
 }
 
 /** "NVIDIA H200; 2048 MiB per tensor, ..." : the adapter and the limits that decide what fits. */
-function describeDevice(info: WebGPUDeviceInfo): string {
+function describeDevice(info: WebGPUDeviceInfo, kernels = ""): string {
   const mib = (n: number) => `${Math.floor(n / 2 ** 20)} MiB`;
-  return `${info.adapter}${info.software ? " (software)" : ""}; binds ${
+  return `${info.adapter}${info.software ? " (software)" : ""}${kernels && ` ${kernels}`}; binds ${
     mib(info.maxStorageBufferBindingSize)
   } per tensor, buffers up to ${
     mib(info.maxBufferSize)

@@ -167,7 +167,8 @@ test("WebGPU LlmAdamW: new param and moments match the composite step", ADAMW, a
 });
 
 Deno.test({
-  name: "a WebGPU GPT training step with the fused kernels reads back one value, its loss",
+  name:
+    "a clipped WebGPU GPT training step with the fused kernels reads back once: its loss and norm",
   ignore: !fusedOn,
   fn: async () => {
     const cfg = {
@@ -197,7 +198,9 @@ Deno.test({
       for (let step = 0; step < 3; step++) {
         reads = 0;
         const before = tf.memory().numTensors;
-        losses.push((await trainStep(model, opt, batch, { lr: 1e-3 })).loss);
+        const r = await trainStep(model, opt, batch, { lr: 1e-3, maxGradNorm: 1 });
+        losses.push(r.loss);
+        assert.ok(r.gradNorm > 0 && Number.isFinite(r.gradNorm), `gradient norm ${r.gradNorm}`);
         assert.equal(reads, 1, `step ${step} read ${reads} tensors`);
         if (step > 0) assert.equal(tf.memory().numTensors, before, "tensor count flat");
       }

@@ -34,7 +34,9 @@ import {
   saveCheckpoint,
 } from "../lib/io/weights.ts";
 
-await initBackend({ log: false });
+const backend = await initBackend({ log: false });
+/** GPT-2 124M needs its [50257, 768] embedding bound whole (Mesa's lavapipe binds 128 MiB). */
+const holdsGpt2 = (backend.maxTensorBytes ?? Infinity) >= 50257 * 768 * 4;
 
 const GPT2_SMALL_QKV: GPTConfig = { ...PRESETS["gpt2-small"], qkvBias: true };
 const GPT2_MEDIUM_QKV: GPTConfig = { ...PRESETS["gpt2-medium"], qkvBias: true };
@@ -106,7 +108,11 @@ async function withTempDir<T>(f: (dir: string) => Promise<T>): Promise<T> {
 // ---------------------------------------------------------------------------------------------
 // The book's parameter counts
 
-Deno.test("GPT-2 124M with a 2-class head: 124,441,346 trainable, 0 after freezing, 2,666,528 after LoRA rank 16 (appendix E)", () => {
+Deno.test({
+  name:
+    "GPT-2 124M with a 2-class head: 124,441,346 trainable, 0 after freezing, 2,666,528 after LoRA rank 16 (appendix E)",
+  ignore: !holdsGpt2,
+}, () => {
   const model = new GPTModel(GPT2_SMALL_QKV);
   try {
     replaceHeadWithClassifier(model, 2);

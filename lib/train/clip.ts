@@ -55,26 +55,55 @@ export async function clipGradNormInPlace(
   grads: Map<string, tf.Tensor>,
   maxNorm: number,
 ): Promise<number> {
+  if (grads.size === 0) return checkMaxNorm(maxNorm);
+  const [norm, coef] = normAndCoef(grads, maxNorm);
+  const totalNorm = (await norm.data())[0];
+  // A coefficient clamped to 1 leaves every value as it is (x * 1 = x): skip the copies.
+  if ((await coef.data())[0] < 1) scaleInPlace(grads, coef);
+  tf.dispose([norm, coef]);
+  return totalNorm;
+}
+
+/**
+ * clipGradNormInPlace that reads nothing back (for GPU backends, where a read stalls the step):
+ * every gradient is scaled on the device, by 1 when under the limit, and the norm before
+ * clipping is returned as a scalar tensor for the caller to read with the loss and dispose.
+ */
+export function clipGradNormInPlaceDeferred(
+  grads: Map<string, tf.Tensor>,
+  maxNorm: number,
+): tf.Scalar {
+  if (grads.size === 0) return tf.scalar(checkMaxNorm(maxNorm));
+  const [norm, coef] = normAndCoef(grads, maxNorm);
+  if (maxNorm !== Infinity) scaleInPlace(grads, coef); // an infinite bound only measures
+  coef.dispose();
+  return norm;
+}
+
+function checkMaxNorm(maxNorm: number): 0 {
   if (!(maxNorm > 0)) throw new RangeError(`maxNorm must be positive (got ${maxNorm})`);
-  if (grads.size === 0) return 0;
-  const [norm, coef] = tf.tidy(() => {
+  return 0;
+}
+
+/** The global norm and the clip coefficient min(1, maxNorm / (norm + 1e-6)), on the device. */
+function normAndCoef(grads: Map<string, tf.Tensor>, maxNorm: number): [tf.Scalar, tf.Scalar] {
+  checkMaxNorm(maxNorm);
+  return tf.tidy(() => {
     const norm = globalNormTensor([...grads.values()]);
     const coef = tf.minimum(
       tf.div(tf.scalar(maxNorm), tf.add(norm, tf.scalar(1e-6))),
       tf.scalar(1),
     );
-    return [norm, coef];
+    return [norm, coef as tf.Scalar];
   });
-  const totalNorm = (await norm.data())[0];
-  // A coefficient clamped to 1 leaves every value as it is (x * 1 = x): skip the copies.
-  if ((await coef.data())[0] < 1) {
-    for (const [name, g] of grads) {
-      grads.set(name, tf.tidy(() => tf.mul(g, coef.cast(g.dtype))));
-      g.dispose();
-    }
+}
+
+/** Replaces each gradient by its scaled copy, freeing the old one at once. */
+function scaleInPlace(grads: Map<string, tf.Tensor>, coef: tf.Scalar): void {
+  for (const [name, g] of grads) {
+    grads.set(name, tf.tidy(() => tf.mul(g, coef.cast(g.dtype))));
+    g.dispose();
   }
-  tf.dispose([norm, coef]);
-  return totalNorm;
 }
 
 /** The global L2 norm of gradients as a number (no clipping). */

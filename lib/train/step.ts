@@ -8,7 +8,7 @@
 import * as tf from "@tensorflow/tfjs";
 import type { GPTModel } from "../model/gpt.ts";
 import type { AdamW } from "./adamw.ts";
-import { clipGradNormInPlace } from "./clip.ts";
+import { clipGradNormInPlace, clipGradNormInPlaceDeferred } from "./clip.ts";
 import { type Batch, calcLossBatch, IGNORE_INDEX } from "./loss.ts";
 
 /** Settings of one step. */
@@ -49,6 +49,15 @@ async function clipOrMeasure(
   return measureNorm ? await clipGradNormInPlace(grads, Infinity) : NaN;
 }
 
+/** clipOrMeasure without a read (for GPU backends): the norm tensor, or null when not needed. */
+function clipOrMeasureDeferred(
+  grads: Map<string, tf.Tensor>,
+  { maxGradNorm = null, measureNorm = false }: StepOptions,
+): tf.Scalar | null {
+  if (maxGradNorm === null && !measureNorm) return null;
+  return clipGradNormInPlaceDeferred(grads, maxGradNorm ?? Infinity);
+}
+
 /** One step: loss, gradients of the trainable parameters, optional clipping, AdamW update. */
 export async function trainStep(
   model: GPTModel,
@@ -60,11 +69,18 @@ export async function trainStep(
     model,
     () => calcLossBatch(batch.inputs, batch.targets, model),
   );
-  const gradNorm = await clipOrMeasure(grads, opts);
+  // On the cpu a read is free (and skips scaling by 1); on a GPU the step reads once, at the end.
+  const onCpu = tf.getBackend() === "cpu";
+  let gradNorm = NaN;
+  const norm = onCpu ? null : clipOrMeasureDeferred(grads, opts);
+  if (onCpu) gradNorm = await clipOrMeasure(grads, opts);
   optimizer.step(grads, opts.lr);
-  const loss = (await value.data())[0];
-  tf.dispose([value, [...grads.values()]]);
-  return { loss, gradNorm };
+  const result = norm ? tf.tidy(() => tf.stack([value, norm])) : value;
+  const values = await result.data();
+  if (norm) gradNorm = values[1];
+  tf.dispose([value, result, [...grads.values()]]);
+  norm?.dispose();
+  return { loss: values[0], gradNorm };
 }
 
 /** Targets that count in the loss (not IGNORE_INDEX). */
