@@ -90,4 +90,15 @@ export function reportError(err: unknown): number {
   return INTERNAL_ERROR_EXIT;
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) {
+  // An error that escapes every await (a stray promise, a timer) gets the same one line.
+  globalThis.addEventListener("unhandledrejection", (e) => {
+    e.preventDefault();
+    Deno.exit(reportError(e.reason));
+  });
+  globalThis.addEventListener("error", (e) => {
+    e.preventDefault();
+    Deno.exit(reportError(e.error));
+  });
+  Deno.exit(await main(Deno.args));
+}

@@ -7,9 +7,8 @@ import { join } from "node:path";
 import { initBackend } from "../lib/backend.ts";
 import { UserError } from "../lib/util/errors.ts";
 import { LOCK_FILE } from "../lib/util/lock.ts";
-import { RunFolder, type RunFolderOptions } from "../lib/train/run.ts";
-import { trainModel } from "../lib/train/train.ts";
-import { TINY, tinyOptions, tinySettings, tinySetup } from "./run_helpers.ts";
+import { RunFolder } from "../lib/train/run.ts";
+import { TINY, tinySettings, tinySetup, trainIn } from "./run_helpers.ts";
 import { withTempDir } from "./cli_helpers.ts";
 
 await initBackend({ log: false });
@@ -18,37 +17,6 @@ async function copyFlat(from: string, to: string): Promise<void> {
   await Deno.mkdir(to);
   for await (const e of Deno.readDir(from)) {
     await Deno.copyFile(join(from, e.name), join(to, e.name));
-  }
-}
-
-/** Opens a run, trains (optionally stopping after `stopAt` steps), closes; returns the notes. */
-async function trainIn(
-  o: Partial<RunFolderOptions> & { stopAt?: number; checkpointEvery?: number },
-): Promise<{ notes: string[]; losses: number[]; step: number }> {
-  const notes: string[] = [];
-  const run = await RunFolder.open({ settings: tinySettings(), log: (l) => notes.push(l), ...o });
-  const s = tinySetup();
-  try {
-    const resumeFrom = await run.restore(s.model, s.optimizer);
-    const stop = new AbortController();
-    const hooks = run.hooks(s.model, s.optimizer);
-    const result = await trainModel(
-      s.model,
-      tinyOptions(s, {
-        resumeFrom,
-        checkpointEvery: o.checkpointEvery,
-        ...hooks,
-        signal: AbortSignal.any([hooks.signal, stop.signal]),
-        onStep: (i) => {
-          if (o.stopAt !== undefined && i.step + 1 >= o.stopAt) stop.abort();
-        },
-      }),
-    );
-    await run.finish(result, s.trainLoader.length);
-    return { notes, losses: result.stepLosses, step: result.state.step };
-  } finally {
-    await run.close();
-    s.model.dispose();
   }
 }
 

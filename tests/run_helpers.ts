@@ -4,7 +4,8 @@ import { GPTDatasetV1, TextDataLoader } from "../lib/data/text.ts";
 import { GPTModel } from "../lib/model/gpt.ts";
 import { AdamW } from "../lib/train/adamw.ts";
 import type { RunSettings } from "../lib/train/settings.ts";
-import type { TrainOptions } from "../lib/train/train.ts";
+import { trainModel, type TrainOptions } from "../lib/train/train.ts";
+import { RunFolder, type RunFolderOptions } from "../lib/train/run.ts";
 
 export const TINY: GPTConfig = {
   vocabSize: 64,
@@ -94,4 +95,35 @@ export function tinySettings(over: Partial<RunSettings> = {}): RunSettings {
     initFrom: null,
     ...over,
   };
+}
+
+/** Opens a run, trains (optionally stopping after `stopAt` steps), closes; returns the notes. */
+export async function trainIn(
+  o: Partial<RunFolderOptions> & { stopAt?: number; checkpointEvery?: number },
+): Promise<{ notes: string[]; losses: number[]; step: number }> {
+  const notes: string[] = [];
+  const run = await RunFolder.open({ settings: tinySettings(), log: (l) => notes.push(l), ...o });
+  const s = tinySetup();
+  try {
+    const resumeFrom = await run.restore(s.model, s.optimizer);
+    const stop = new AbortController();
+    const hooks = run.hooks(s.model, s.optimizer);
+    const result = await trainModel(
+      s.model,
+      tinyOptions(s, {
+        resumeFrom,
+        checkpointEvery: o.checkpointEvery,
+        ...hooks,
+        signal: AbortSignal.any([hooks.signal, stop.signal]),
+        onStep: (i) => {
+          if (o.stopAt !== undefined && i.step + 1 >= o.stopAt) stop.abort();
+        },
+      }),
+    );
+    await run.finish(result, s.trainLoader.length);
+    return { notes, losses: result.stepLosses, step: result.state.step };
+  } finally {
+    await run.close();
+    s.model.dispose();
+  }
 }

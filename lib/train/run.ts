@@ -328,8 +328,11 @@ export class RunFolder {
     };
   }
 
-  /** Writes metrics.jsonl and the plots after the loop (finished or stopped). */
+  /** Writes metrics.jsonl and the plots after the loop (finished or stopped); ends signal handling. */
   async finish(h: TrainHistory, batchesPerEpoch: number): Promise<void> {
+    // Training is over and saved: from here (test responses, exports) a signal simply ends the
+    // process as usual, rather than asking a loop that no longer runs to stop.
+    this.interrupt.release();
     await writeMetrics(this.dir, h.evals, h.steps);
     await writePlots(this.dir, h, batchesPerEpoch);
   }
