@@ -32,3 +32,23 @@ export async function withTempDir(fn: (dir: string) => Promise<void>): Promise<v
     await Deno.remove(dir, { recursive: true });
   }
 }
+
+/** Runs `deno ARGS` as a child, SIGKILLed after `timeoutMs` so that no test can hang. */
+export async function denoChild(
+  args: string[],
+  timeoutMs = 60_000,
+): Promise<Deno.CommandOutput & { stdoutText: string; stderrText: string }> {
+  const child = new Deno.Command(Deno.execPath(), { args, stdout: "piped", stderr: "piped" })
+    .spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  try {
+    const out = await child.output();
+    const dec = new TextDecoder();
+    return Object.assign(out, {
+      stdoutText: dec.decode(out.stdout),
+      stderrText: dec.decode(out.stderr),
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { encode as bpeEncode } from "gpt-tokenizer/encoding/r50k_base";
-import { cli, withTempDir } from "./cli_helpers.ts";
+import { cli, denoChild, withTempDir } from "./cli_helpers.ts";
 import { UserError } from "../lib/util/errors.ts";
 import { decodeUtf8, firstInvalidUtf8 } from "../lib/util/utf8.ts";
 import { decode, encode, MAX_PRE_TOKEN } from "../lib/data/tokenizer.ts";
@@ -64,16 +64,9 @@ Deno.test("a 1,000,000-character run without spaces tokenizes (bounded at 60 s i
   )}";
     const s = "x".repeat(1_000_000) + " end"; const ids = encode(s);
     if (decode(ids) !== s) throw new Error("round trip"); console.log(ids.length);`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["eval", code],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-  const out = await child.output();
-  clearTimeout(timer);
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  assert.ok(Number(new TextDecoder().decode(out.stdout)) > 0);
+  const out = await denoChild(["eval", code]);
+  assert.equal(out.code, 0, out.stderrText);
+  assert.ok(Number(out.stdoutText) > 0);
 });
 
 Deno.test("text without pre-tokens over MAX_PRE_TOKEN gives exactly gpt-tokenizer's ids", async () => {

@@ -6,21 +6,14 @@ import { deepStrictEqual as assertEquals, match, rejects } from "node:assert/str
 import { join } from "node:path";
 import { initBackend } from "../lib/backend.ts";
 import { trainIn } from "./run_helpers.ts";
-import { withTempDir } from "./cli_helpers.ts";
+import { denoChild, withTempDir } from "./cli_helpers.ts";
 
 await initBackend({ log: false });
 const CHILD = new URL("./run_kill_child.ts", import.meta.url).pathname;
 
 async function killedAt(dir: string, point: string): Promise<void> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CHILD, dir, point],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-  const out = await child.output();
-  clearTimeout(timer);
-  assertEquals(out.signal, "SIGKILL", new TextDecoder().decode(out.stderr));
+  const out = await denoChild(["run", "-A", CHILD, dir, point]);
+  assertEquals(out.signal, "SIGKILL", out.stderrText);
 }
 
 for (
