@@ -24,18 +24,14 @@ import { ollamaModelfile } from "./io/modelfile.ts";
 import { isPeftAdapter, loadPeftAdapter, savePeftAdapter } from "./io/peft_adapter.ts";
 import { PRETRAINED } from "./io/download.ts";
 import { GPT2_VOCAB_SIZE, readChatTemplate, writeTokenizerFiles } from "./io/tokenizer_files.ts";
-import {
-  CONFIG_FILE,
-  loadCheckpoint,
-  loadWeightsInto,
-  paramsToTensors,
-  saveCheckpoint,
-  type TensorMap,
-} from "./io/weights.ts";
+import { CONFIG_FILE } from "./io/hf_config.ts";
+import { loadCheckpoint, loadWeightsInto, paramsToTensors, saveCheckpoint } from "./io/weights.ts";
+import { type TensorMap } from "./io/safetensors.ts";
 import type { GPTConfig } from "./model/config.ts";
-import { loadAdapter, mergeLora } from "./model/lora.ts";
+import { loadAdapter } from "./io/adapter.ts";
+import { mergeLora } from "./model/lora_merge.ts";
 import { GPTModel } from "./model/gpt.ts";
-import { resolveWeights } from "./train/finetune.ts";
+import { resolveWeights } from "./io/resolve.ts";
 import { UserError } from "./util/errors.ts";
 import { exists, writeTextAtomic } from "./util/fs.ts";
 

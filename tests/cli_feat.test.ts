@@ -11,7 +11,8 @@ import { cli, withTempDir as withTmp } from "./cli_helpers.ts";
 import type { GPTConfig } from "../lib/model/config.ts";
 import { GPTModel } from "../lib/model/gpt.ts";
 import { generate } from "../lib/model/generate.ts";
-import { loraLayers, replaceLinearWithLora, saveAdapter } from "../lib/model/lora.ts";
+import { loraLayers, replaceLinearWithLora } from "../lib/model/lora.ts";
+import { saveAdapter } from "../lib/io/adapter.ts";
 import {
   loadCheckpoint,
   loadWeightsInto,

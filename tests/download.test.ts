@@ -5,14 +5,15 @@ import {
   ALPACA_URL,
   defaultCacheDir,
   downloadAlpaca,
-  downloadFile,
   downloadPretrained,
   hfBaseUrl,
   PRETRAINED,
 } from "../lib/io/download.ts";
+import { downloadFile } from "../lib/io/download_file.ts";
 import { UserError } from "../lib/util/errors.ts";
 import { serializeSafetensors, type TensorMap } from "../lib/io/safetensors.ts";
-import { hfConfigFromGpt, loadCheckpoint } from "../lib/io/weights.ts";
+import { hfConfigFromGpt } from "../lib/io/hf_config.ts";
+import { loadCheckpoint } from "../lib/io/weights.ts";
 
 // ---------------------------------------------------------------------------------------------
 // A small checkpoint in the Hugging Face layout, as the Hub would serve it.

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { UserError } from "../lib/util/errors.ts";
-import { downloadFile } from "../lib/io/download.ts";
+import { downloadFile } from "../lib/io/download_file.ts";
 import { faultServer, send, stall } from "./fault_server.ts";
 import { withTempDir } from "./cli_helpers.ts";
 

@@ -10,12 +10,14 @@ import { formatInput, formatResponse, responsePrefix } from "../lib/data/instruc
 import { exportModel } from "../lib/export.ts";
 import { readGgufHeader } from "../lib/io/gguf.ts";
 import { f32ToBf16Bits, f32ToF16Bits } from "../lib/io/half.ts";
-import { bf16ToF32, f16ToF32, readSafetensors } from "../lib/io/safetensors.ts";
+import { bf16ToF32, f16ToF32 } from "../lib/io/dtypes.ts";
+import { readSafetensors } from "../lib/io/safetensors.ts";
 import { TOKENIZER_FILES } from "../lib/io/tokenizer_files.ts";
 import { loadCheckpoint, paramsToTensors, saveCheckpoint } from "../lib/io/weights.ts";
 import type { GPTConfig } from "../lib/model/config.ts";
 import { GPTModel } from "../lib/model/gpt.ts";
-import { replaceLinearWithLora, saveAdapter } from "../lib/model/lora.ts";
+import { replaceLinearWithLora } from "../lib/model/lora.ts";
+import { saveAdapter } from "../lib/io/adapter.ts";
 
 await useStockCpu();
 
@@ -265,7 +267,7 @@ Deno.test("export --format hf --dtype bf16/f16: half-size safetensors that load 
       );
       const back = await loadCheckpoint(out);
       // The merged weight W + scale * A B, rounded once to the half type.
-      const merged = await (await import("../lib/model/lora.ts")).mergeLora(model);
+      const merged = await (await import("../lib/model/lora_merge.ts")).mergeLora(model);
       const want = (await merged.namedParameters().get("trf_blocks.1.att.W_value.weight")!
         .data()) as Float32Array;
       const got = back.tensors.get("trf_blocks.1.att.W_value.weight")!.data;

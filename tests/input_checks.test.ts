@@ -13,7 +13,8 @@ import { decodeUtf8, firstInvalidUtf8 } from "../lib/util/utf8.ts";
 import { decode, encode, MAX_PRE_TOKEN } from "../lib/data/tokenizer.ts";
 import { parseInstructionData } from "../lib/data/instruction.ts";
 import { GPTModel } from "../lib/model/gpt.ts";
-import { gptConfigFromHf, paramsToTensors, saveCheckpoint } from "../lib/io/weights.ts";
+import { gptConfigFromHf } from "../lib/io/hf_config.ts";
+import { paramsToTensors, saveCheckpoint } from "../lib/io/weights.ts";
 import { initBackend } from "../lib/backend.ts";
 
 await initBackend({ log: false });

@@ -8,20 +8,22 @@ import {
   ADAPTER_CONFIG_FILE,
   ADAPTER_WEIGHTS_FILE,
   type AdapterConfig,
-  countLoraParams,
+  loadAdapter,
+  saveAdapter,
+} from "../lib/io/adapter.ts";
+import { countLoraParams } from "../lib/model/lora_counts.ts";
+import {
   countTrainable,
   freezeAll,
   kaimingUniformBound,
   linearLayers,
   LinearWithLoRA,
-  loadAdapter,
   LoRALayer,
   loraLayers,
-  mergeLora,
-  replaceHeadWithClassifier,
   replaceLinearWithLora,
-  saveAdapter,
 } from "../lib/model/lora.ts";
+import { mergeLora } from "../lib/model/lora_merge.ts";
+import { replaceHeadWithClassifier } from "../lib/model/classifier.ts";
 import { GPTModel } from "../lib/model/gpt.ts";
 import { Linear } from "../lib/model/nn.ts";
 import { readSafetensors, writeSafetensors } from "../lib/io/safetensors.ts";

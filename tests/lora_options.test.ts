@@ -7,13 +7,15 @@ import { UserError } from "../lib/util/errors.ts";
 import {
   ADAPTER_CONFIG_FILE,
   type AdapterConfig,
-  linearLayers,
   loadAdapter,
+  saveAdapter,
+} from "../lib/io/adapter.ts";
+import {
+  linearLayers,
   loraLayers,
   loraScale,
   parseLoraTargets,
   replaceLinearWithLora,
-  saveAdapter,
   selectTargets,
 } from "../lib/model/lora.ts";
 import { GPTModel } from "../lib/model/gpt.ts";

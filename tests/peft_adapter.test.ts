@@ -11,9 +11,8 @@ import {
   savePeftAdapter,
 } from "../lib/io/peft_adapter.ts";
 import { readSafetensors, type TensorMap, writeSafetensors } from "../lib/io/safetensors.ts";
+import { bookToHf, hfToBook } from "../lib/io/gpt2_layout.ts";
 import {
-  bookToHf,
-  hfToBook,
   loadCheckpoint,
   loadWeightsInto,
   paramsToTensors,
@@ -22,7 +21,8 @@ import {
 import { exportModel } from "../lib/export.ts";
 import type { GPTConfig } from "../lib/model/config.ts";
 import { GPTModel } from "../lib/model/gpt.ts";
-import { replaceLinearWithLora, saveAdapter } from "../lib/model/lora.ts";
+import { replaceLinearWithLora } from "../lib/model/lora.ts";
+import { saveAdapter } from "../lib/io/adapter.ts";
 
 await useStockCpu();
 

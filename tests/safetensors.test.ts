@@ -1,11 +1,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { UserError } from "../lib/util/errors.ts";
+import { checkSafetensorsFile, readSafetensorsHeader } from "../lib/io/safetensors_header.ts";
 import {
-  checkSafetensorsFile,
   parseSafetensors,
   readSafetensors,
-  readSafetensorsHeader,
   serializeSafetensors,
   type TensorMap,
   writeSafetensors,

@@ -5,17 +5,13 @@ import type { GPTConfig } from "../lib/model/config.ts";
 import { UserError } from "../lib/util/errors.ts";
 import { GPTModel } from "../lib/model/gpt.ts";
 import { readSafetensors, type TensorMap, writeSafetensors } from "../lib/io/safetensors.ts";
+import { bookToHf, hfToBook, transpose2d } from "../lib/io/gpt2_layout.ts";
+import { gptConfigFromHf, hfConfigFromGpt, readHfConfig } from "../lib/io/hf_config.ts";
 import {
-  bookToHf,
-  gptConfigFromHf,
-  hfConfigFromGpt,
-  hfToBook,
   loadCheckpoint,
   loadWeightsInto,
   paramsToTensors,
-  readHfConfig,
   saveCheckpoint,
-  transpose2d,
 } from "../lib/io/weights.ts";
 import { useStockCpu } from "../lib/backend.ts";
 

@@ -5,7 +5,8 @@
  * 130/143; --resume continues it. The run itself is lib/train/finetune_run.ts.
  */
 import { ExitCode, UserError } from "../util/errors.ts";
-import { ALPACA_ADVICE, FINETUNE_DEFAULTS } from "../train/finetune.ts";
+import { ALPACA_ADVICE } from "../data/instruction_data.ts";
+import { FINETUNE_DEFAULTS } from "../train/finetune.ts";
 import { type FinetuneRunOptions, planFinetuning, runFinetuning } from "../train/finetune_run.ts";
 import { LORA_SCALINGS, type LoraScaling } from "../model/lora.ts";
 import type { PromptTemplate } from "../data/instruction.ts";

@@ -1,11 +1,11 @@
 /** `llm generate`: continue a prompt with a checkpoint (the book's generate). */
 import { initBackend } from "../backend.ts";
 import { cutAtStop, generate } from "../model/generate.ts";
-import { loadAdapter } from "../model/lora.ts";
+import { loadAdapter } from "../io/adapter.ts";
 import { decode, encode, END_OF_TEXT, VOCAB_SIZE } from "../data/tokenizer.ts";
 import { UserError } from "../util/errors.ts";
 import type { Command, Flags } from "./args.ts";
-import { loadBaseModel } from "../train/finetune.ts";
+import { loadBaseModel } from "../io/resolve.ts";
 
 export const generateCmd: Command = {
   name: "generate",

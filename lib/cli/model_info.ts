@@ -7,7 +7,7 @@ import {
   validateConfig,
 } from "../model/config.ts";
 import { UserError } from "../util/errors.ts";
-import { countLoraParams } from "../model/lora.ts";
+import { countLoraParams } from "../model/lora_counts.ts";
 import { readConfigFile } from "../io/config_file.ts";
 import type { Command } from "./args.ts";
 

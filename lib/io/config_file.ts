@@ -6,7 +6,7 @@
  */
 import { type GPTConfig, validateConfig } from "../model/config.ts";
 import { UserError } from "../util/errors.ts";
-import { gptConfigFromHf } from "./weights.ts";
+import { gptConfigFromHf } from "./hf_config.ts";
 
 /** The book's GPT_CONFIG_124M keys. */
 const BOOK_KEYS = {

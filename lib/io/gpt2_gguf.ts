@@ -19,7 +19,8 @@ import { type GgufTensor, type GgufValue, writeGguf } from "./gguf.ts";
 import { GPT2_EOS_ID, gpt2Vocab } from "./gpt2_vocab.ts";
 import type { FloatType } from "./half.ts";
 import { GPT2_VOCAB_SIZE } from "./tokenizer_files.ts";
-import { bookToHf, type TensorMap, transpose2d } from "./weights.ts";
+import { bookToHf, transpose2d } from "./gpt2_layout.ts";
+import { type TensorMap } from "./safetensors.ts";
 
 /** `general.file_type` (llama_ftype) of each storage type: ALL_F32, MOSTLY_F16, MOSTLY_BF16. */
 const FILE_TYPE: Record<FloatType, number> = { f32: 0, f16: 1, bf16: 32 };

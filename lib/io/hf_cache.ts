@@ -7,7 +7,7 @@
  */
 import { join } from "node:path";
 import { exists } from "../util/fs.ts";
-import { checkSafetensorsFile } from "./safetensors.ts";
+import { checkSafetensorsFile } from "./safetensors_header.ts";
 
 /** The Python Hugging Face hub cache folder, from the same variables huggingface_hub reads. */
 export function hfHubCacheDir(): string | null {

@@ -9,16 +9,10 @@ import { join } from "node:path";
 import { UserError } from "../util/errors.ts";
 import { exists } from "../util/fs.ts";
 import { configFromJson } from "./config_file.ts";
-import {
-  defaultCacheDir,
-  downloadFile,
-  type DownloadOptions,
-  hfBaseUrl,
-  hubHeaders,
-  type PretrainedOptions,
-} from "./download.ts";
+import { defaultCacheDir, hfBaseUrl, hubHeaders, type PretrainedOptions } from "./download.ts";
+import { downloadFile, type DownloadOptions } from "./download_file.ts";
 import { findInHfCache, hfHubCacheDir, repoFolderName } from "./hf_cache.ts";
-import { checkSafetensorsFile } from "./safetensors.ts";
+import { checkSafetensorsFile } from "./safetensors_header.ts";
 
 const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/;
 

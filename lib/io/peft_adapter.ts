@@ -28,7 +28,7 @@ import {
 import { UserError } from "../util/errors.ts";
 import { exists, writeTextAtomic } from "../util/fs.ts";
 import { readSafetensors, type TensorMap, writeSafetensors } from "./safetensors.ts";
-import { transpose2d } from "./weights.ts";
+import { transpose2d } from "./gpt2_layout.ts";
 
 /** PEFT's file names. */
 export const PEFT_CONFIG_FILE = "adapter_config.json";

@@ -18,6 +18,7 @@ import { loadCheckpoint, loadWeightsInto, paramsToTensors, saveCheckpoint } from
 import type { AdamW, AdamWStateDict } from "./adamw.ts";
 import type { TrainerState } from "./train.ts";
 import { chatTemplate } from "../data/chat_template.ts";
+import { baseParamName, isLoraParam } from "../model/lora.ts";
 
 export const OPTIMIZER_FILE = "optimizer.safetensors";
 export const STATE_FILE = "trainer_state.json";
@@ -69,8 +70,10 @@ async function writeCheckpointFiles(
 ): Promise<void> {
   const all = await paramsToTensors(model);
   // A LoRA-wrapped linear keeps its frozen weight under `X.linear.weight`: store it as `X.weight`.
-  const plain = new Map([...all].filter(([n]) => !isExtra(n)).map(([n, t]) => [baseName(n), t]));
-  const extra = new Map([...all].filter(([n]) => isExtra(n)));
+  const plain = new Map(
+    [...all].filter(([n]) => !isLoraParam(n)).map(([n, t]) => [baseParamName(n), t]),
+  );
+  const extra = new Map([...all].filter(([n]) => isLoraParam(n)));
   // A finetuning run's prompt format goes into tokenizer_config.json as its chat template.
   const template = settings.template;
   const chat = template === "alpaca" || template === "phi3" ? chatTemplate(template) : undefined;
@@ -153,15 +156,6 @@ export async function recoverCheckpoint(
     : { path: dir, step: found.step, recoveredFrom: basename(found.path) };
 }
 
-/** LoRA's A and B have no place in the GPT-2 layout. */
-function isExtra(name: string): boolean {
-  return /\.lora\./.test(name);
-}
-
-function baseName(name: string): string {
-  return name.replace(".linear.", ".");
-}
-
 /** Reads a checkpoint's trainer_state.json, with a clear error when it is not one. */
 export async function readTrainerState(dir: string): Promise<TrainerStateFile> {
   const path = join(dir, STATE_FILE);
@@ -202,7 +196,7 @@ export async function loadTrainingCheckpoint(
   }
   const named = new Map<string, TensorMap extends Map<string, infer T> ? T : never>();
   for (const name of model.namedParameters().keys()) {
-    const t = tensors.get(name) ?? tensors.get(baseName(name));
+    const t = tensors.get(name) ?? tensors.get(baseParamName(name));
     if (t) named.set(name, t);
   }
   loadWeightsInto(model, named);

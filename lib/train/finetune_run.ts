@@ -8,7 +8,9 @@ import { join } from "node:path";
 import { initBackend } from "../backend.ts";
 import type { GPTConfig } from "../model/config.ts";
 import type { GPTModel } from "../model/gpt.ts";
-import { type LoraScaling, mergeLora, parseLoraTargets, saveAdapter } from "../model/lora.ts";
+import { applyLora, formatLoraCounts, type LoraScaling, parseLoraTargets } from "../model/lora.ts";
+import { mergeLora } from "../model/lora_merge.ts";
+import { saveAdapter } from "../io/adapter.ts";
 import type { PromptTemplate } from "../data/instruction.ts";
 import { paramsToTensors, saveCheckpoint } from "../io/weights.ts";
 import { writeTokenizerFiles } from "../io/tokenizer_files.ts";
@@ -18,20 +20,10 @@ import { chatTemplate } from "../data/chat_template.ts";
 import { UserError } from "../util/errors.ts";
 import { assertFitsTokenizer } from "../data/tokenizer.ts";
 import { AdamW } from "./adamw.ts";
-import {
-  applyLora,
-  baseModelConfig,
-  FINETUNE_DEFAULTS as D,
-  finetuneModel,
-  type FinetuneResult,
-  formatLoraCounts,
-  generateTestResponses,
-  loadBaseModel,
-  loadInstructionSource,
-  prepareInstructionData,
-  resolveWeights,
-  testResponsesPath,
-} from "./finetune.ts";
+import { baseModelConfig, loadBaseModel, resolveWeights } from "../io/resolve.ts";
+import { FINETUNE_DEFAULTS as D, finetuneModel, type FinetuneResult } from "./finetune.ts";
+import { generateTestResponses, testResponsesPath } from "./responses.ts";
+import { loadInstructionSource, prepareInstructionData } from "../data/instruction_data.ts";
 import { CHECKPOINT_DIR, RunFolder } from "./run.ts";
 import { dataHash, type RunSettings } from "./settings.ts";
 import { formatDuration, stepsPerEpoch } from "./train.ts";

@@ -21,7 +21,7 @@ import { dataHash, type RunSettings } from "./settings.ts";
 import { stepsPerEpoch, trainModel, type TrainResult } from "./train.ts";
 import { readConfigFile } from "../io/config_file.ts";
 import { loadCheckpoint, loadWeightsInto } from "../io/weights.ts";
-import { baseModelConfig, resolveWeights } from "./finetune.ts";
+import { baseModelConfig, resolveWeights } from "../io/resolve.ts";
 import {
   checkExtras,
   decayOption,

@@ -5,7 +5,8 @@
  */
 import { join } from "node:path";
 import type { GPTModel } from "../model/gpt.ts";
-import { loraLayers, saveAdapter } from "../model/lora.ts";
+import { loraLayers } from "../model/lora.ts";
+import { saveAdapter } from "../io/adapter.ts";
 import { paramsToTensors, saveCheckpoint } from "../io/weights.ts";
 import { UserError } from "../util/errors.ts";
 import { type AdamWOptions, decayMatricesOnly } from "./adamw.ts";
