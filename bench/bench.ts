@@ -30,7 +30,7 @@
  * @module
  */
 import { lines, LineWorker } from "./line_worker.ts";
-import { parseArgs } from "node:util";
+import { defineFlags, parseArgv } from "../lib/cli/args.ts";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/backend.ts";
 import { type GPTConfig, PRESETS, resolveConfig } from "../lib/model/config.ts";
@@ -87,67 +87,49 @@ export const USAGE =
   `  --torch-threads: torch.set_num_threads of the peer (default: the number of cores)\n` +
   `  --json: one JSON line. The peer is ${TORCH_PYTHON} with torch; without it ours runs alone.`;
 
+const BENCH_FLAGS = defineFlags({
+  config: { type: "string", help: "tiny (default) or gpt-124m-book" },
+  mode: { type: "string", choices: BENCH_MODES, default: "train", help: "what to time" },
+  steps: { type: "int", min: 1, help: "timed steps of each side" },
+  warmup: { type: "int", min: 0, help: "untimed steps first" },
+  "new-tokens": { type: "int", min: 1, help: "new tokens per generation" },
+  "torch-threads": { type: "int", min: 1, help: "torch.set_num_threads of the peer" },
+  json: { type: "boolean", help: "one JSON line" },
+});
+
 /** Parses the command line; bad input throws UserError. */
 export function parseBenchArgs(argv: string[]): BenchOptions {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        config: { type: "string" },
-        mode: { type: "string" },
-        steps: { type: "string" },
-        warmup: { type: "string" },
-        "new-tokens": { type: "string" },
-        "torch-threads": { type: "string" },
-        json: { type: "boolean", default: false },
-        help: { type: "boolean", short: "h", default: false },
-      },
-    }));
-  } catch (err) {
-    // node:util's messages for unknown flags or missing values, on one line.
-    throw new UserError(String(err instanceof Error ? err.message : err).split("\n")[0]);
-  }
-  const config = (values.config === "gpt-tiny" ? "tiny" : values.config ?? "tiny") as string;
-  if (!(config in BENCH_CONFIGS)) {
+  const { flags: values, help } = parseArgv(BENCH_FLAGS, argv);
+  if (help) return { ...parseBenchArgs([]), help: true };
+  const config = values.config === "gpt-tiny" ? "tiny" : values.config ?? "tiny";
+  if (!isBenchConfig(config)) {
     throw new UserError(
       `unknown --config "${config}"; valid: ${Object.keys(BENCH_CONFIGS).join(", ")}`,
     );
   }
-  const mode = values.mode ?? "train";
-  if (!(BENCH_MODES as readonly string[]).includes(mode)) {
-    throw new UserError(`unknown --mode "${mode}"; valid: ${BENCH_MODES.join(", ")}`);
-  }
+  const mode = values.mode;
   const defaults = mode === "generate"
     ? GENERATE_DEFAULTS
-    : { ...BENCH_CONFIGS[config as BenchConfigName], newTokens: GENERATE_DEFAULTS.newTokens };
-  const int = (flag: string, s: string | undefined, fallback: number, min: number) => {
-    if (s === undefined) return fallback;
-    const n = Number(s);
-    if (!Number.isInteger(n) || n < min) {
-      throw new UserError(`--${flag} must be an integer >= ${min} (got "${s}")`);
-    }
-    return n;
-  };
-  const newTokens = int("new-tokens", values["new-tokens"], defaults.newTokens, 1);
+    : { ...BENCH_CONFIGS[config], newTokens: GENERATE_DEFAULTS.newTokens };
+  const newTokens = values["new-tokens"] ?? defaults.newTokens;
   const maxNew = PRESETS["gpt2-small"].contextLength - PROMPT_IDS.length;
   if (newTokens > maxNew) {
     throw new UserError(`--new-tokens must be at most ${maxNew} (the context minus the prompt)`);
   }
   return {
-    config: config as BenchConfigName,
-    mode: mode as BenchMode,
-    steps: int("steps", values.steps, defaults.steps, 1),
-    warmup: int("warmup", values.warmup, defaults.warmup, 0),
+    config,
+    mode,
+    steps: values.steps ?? defaults.steps,
+    warmup: values.warmup ?? defaults.warmup,
     newTokens,
-    torchThreads: values["torch-threads"] === undefined
-      ? null
-      : int("torch-threads", values["torch-threads"], 0, 1),
-    json: values.json ?? false,
-    help: values.help ?? false,
+    torchThreads: values["torch-threads"] ?? null,
+    json: values.json,
+    help,
   };
+}
+
+function isBenchConfig(name: string): name is BenchConfigName {
+  return Object.hasOwn(BENCH_CONFIGS, name);
 }
 
 /** The model each side builds, and the tokens one step processes. */

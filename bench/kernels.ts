@@ -17,7 +17,7 @@
  * Not a test: prints ms/step and, with --profile, the ten kernels that took the most time.
  */
 import * as tf from "@tensorflow/tfjs";
-import { parseArgs } from "node:util";
+import { defineFlags, flagHelp, parseArgv } from "../lib/cli/args.ts";
 import {
   ADAMW,
   fastKernelStats,
@@ -26,34 +26,36 @@ import {
   SPARSE_XENT,
 } from "../lib/kernels/mod.ts";
 
-const { values: args } = parseArgs({
-  args: Deno.args,
-  options: {
-    mode: { type: "string", default: "both" },
-    steps: { type: "string", default: "5" },
-    profile: { type: "boolean", default: false },
-    vocab: { type: "string", default: "50257" },
-    ctx: { type: "string", default: "128" },
-    emb: { type: "string", default: "128" },
-    layers: { type: "string", default: "2" },
-    heads: { type: "string", default: "4" },
-    batch: { type: "string", default: "4" },
-    drop: { type: "string", default: "0.1" },
-    model: { type: "boolean", default: false },
-    "skip-plain": { type: "boolean", default: false },
-  },
+const FLAGS = defineFlags({
+  mode: { type: "string", choices: ["both", "fast", "stock"], default: "both", help: "kernels" },
+  steps: { type: "int", positive: true, default: 5, help: "timed steps" },
+  profile: { type: "boolean", help: "print the ten slowest kernels" },
+  vocab: { type: "int", positive: true, default: 50257, help: "vocabulary size" },
+  ctx: { type: "int", positive: true, default: 128, help: "context length" },
+  emb: { type: "int", positive: true, default: 128, help: "embedding width" },
+  layers: { type: "int", positive: true, default: 2, help: "transformer blocks" },
+  heads: { type: "int", positive: true, default: 4, help: "attention heads" },
+  batch: { type: "int", positive: true, default: 4, help: "sequences per batch" },
+  drop: { type: "number", min: 0, max: 1, default: 0.1, help: "dropout rate" },
+  model: { type: "boolean", help: "also time trainStep(GPTModel)" },
+  "skip-plain": { type: "boolean", help: "skip the plain-ops step" },
 });
-
+const parsed = parseArgv(FLAGS, Deno.args);
+if (parsed.help) {
+  console.log(["usage: deno run -A bench/kernels.ts [flags]", ...flagHelp(FLAGS)].join("\n"));
+  Deno.exit(0);
+}
+const args = parsed.flags;
 const cfg = {
-  vocab: Number(args.vocab),
-  ctx: Number(args.ctx),
-  emb: Number(args.emb),
-  layers: Number(args.layers),
-  heads: Number(args.heads),
-  batch: Number(args.batch),
-  drop: Number(args.drop),
+  vocab: args.vocab,
+  ctx: args.ctx,
+  emb: args.emb,
+  layers: args.layers,
+  heads: args.heads,
+  batch: args.batch,
+  drop: args.drop,
 };
-const steps = Number(args.steps);
+const steps = args.steps;
 
 if (args.mode === "both") {
   // One child process per mode: kernel registration is process-global.

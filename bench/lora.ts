@@ -15,7 +15,7 @@
  * @module
  */
 import { lines, LineWorker } from "./line_worker.ts";
-import { parseArgs } from "node:util";
+import { defineFlags, flagHelp, parseArgv } from "../lib/cli/args.ts";
 import * as tf from "@tensorflow/tfjs";
 import { describeBackend, initBackend } from "../lib/backend.ts";
 import { type GPTConfig, resolveConfig } from "../lib/model/config.ts";
@@ -254,48 +254,29 @@ export function formatLoraBench(b: LoraBenchSummary): string {
   ].join("\n");
 }
 
+const FLAGS = defineFlags({
+  model: { type: "string", default: DEFAULTS.model, help: "preset of lib/model/config.ts" },
+  batch: { type: "int", positive: true, default: DEFAULTS.batch, help: "sequences per batch" },
+  seq: { type: "int", positive: true, default: DEFAULTS.seq, help: "tokens per sequence" },
+  rank: { type: "int", positive: true, default: DEFAULTS.rank, help: "LoRA rank" },
+  alpha: { type: "number", positive: true, default: DEFAULTS.alpha, help: "LoRA alpha" },
+  targets: { type: "string", default: "all", help: "all|all-but-head|W_query,W_value" },
+  warmup: { type: "int", min: 0, default: DEFAULTS.warmup, help: "untimed steps first" },
+  steps: { type: "int", positive: true, default: DEFAULTS.steps, help: "timed steps" },
+  json: { type: "boolean", help: "print the summary as JSON" },
+  worker: { type: "string", choices: MODES, help: "(internal) run one mode" },
+  options: { type: "string", help: "(internal) the worker's options as JSON" },
+});
+
 if (import.meta.main) {
-  const { values: args } = parseArgs({
-    args: Deno.args,
-    options: {
-      model: { type: "string" },
-      batch: { type: "string" },
-      seq: { type: "string" },
-      rank: { type: "string" },
-      alpha: { type: "string" },
-      targets: { type: "string" },
-      warmup: { type: "string" },
-      steps: { type: "string" },
-      json: { type: "boolean", default: false },
-      worker: { type: "string" },
-      options: { type: "string" },
-      help: { type: "boolean", short: "h", default: false },
-    },
-  });
-  if (args.help) {
-    console.log(
-      "usage: deno run -A bench/lora.ts [--model gpt-tiny] [--batch 8] [--seq 64] [--rank 16] " +
-        "[--alpha 16] [--targets all|all-but-head|W_query,W_value] [--warmup 2] [--steps 5] [--json]",
-    );
+  const { flags: args, help } = parseArgv(FLAGS, Deno.args);
+  if (help) {
+    console.log(["usage: deno run -A bench/lora.ts [flags]", ...flagHelp(FLAGS)].join("\n"));
   } else if (args.worker) {
-    if (!(MODES as readonly string[]).includes(args.worker)) throw new Error("bad --worker");
-    await worker(args.worker as Mode, JSON.parse(args.options!));
+    await worker(args.worker, JSON.parse(args.options ?? "{}"));
   } else {
-    const num = (s: string | undefined) => (s === undefined ? undefined : Number(s));
-    const options: LoraBenchOptions = {
-      model: args.model,
-      batch: num(args.batch),
-      seq: num(args.seq),
-      rank: num(args.rank),
-      alpha: num(args.alpha),
-      targets: args.targets === undefined ? undefined : parseTargets(args.targets),
-      warmup: num(args.warmup),
-      steps: num(args.steps),
-    };
-    for (const k of Object.keys(options) as (keyof LoraBenchOptions)[]) {
-      if (options[k] === undefined) delete options[k];
-    }
-    const summary = await runLoraBench(options);
-    console.log(args.json ? JSON.stringify(summary, null, 2) : formatLoraBench(summary));
+    const { json, worker: _worker, options: _options, targets, ...rest } = args;
+    const summary = await runLoraBench({ ...rest, targets: parseTargets(targets) });
+    console.log(json ? JSON.stringify(summary, null, 2) : formatLoraBench(summary));
   }
 }

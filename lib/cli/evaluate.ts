@@ -14,39 +14,41 @@ import {
   scoreResponses,
   type ScoreResult,
 } from "../judge.ts";
-import type { Command, Flags } from "./args.ts";
+import { defineCommand, defineFlags, type Flags } from "./args.ts";
 
-export const evaluateCmd: Command = {
+const FLAGS = defineFlags({
+  responses: {
+    type: "string",
+    required: true,
+    help: "JSON list of entries with model_response (finetune's test-responses.json)",
+  },
+  judge: {
+    type: "string",
+    default: "ollama",
+    choices: ["ollama", "offline"],
+    help: "ollama: the book's Llama 3 judge (offline metric when unreachable)",
+  },
+  "ollama-url": {
+    type: "string",
+    default: "http://localhost:11434",
+    help: "Ollama server (or its /api/chat URL)",
+  },
+  model: { type: "string", default: "llama3", help: "judge model served by Ollama" },
+  "response-key": {
+    type: "string",
+    default: "model_response",
+    help: "field holding the response to score",
+  },
+  json: { type: "boolean", default: false, help: "print one JSON line" },
+});
+
+export const evaluateCmd = defineCommand({
   name: "evaluate",
   summary: "score test responses with an Ollama judge, or offline with ROUGE-L (chapter 7.8)",
   usage: "evaluate --responses FILE [--judge ollama|offline] [--ollama-url URL] [--model NAME]",
-  flags: {
-    responses: {
-      type: "string",
-      required: true,
-      help: "JSON list of entries with model_response (finetune's test-responses.json)",
-    },
-    judge: {
-      type: "string",
-      default: "ollama",
-      choices: ["ollama", "offline"],
-      help: "ollama: the book's Llama 3 judge (offline metric when unreachable)",
-    },
-    "ollama-url": {
-      type: "string",
-      default: "http://localhost:11434",
-      help: "Ollama server (or its /api/chat URL)",
-    },
-    model: { type: "string", default: "llama3", help: "judge model served by Ollama" },
-    "response-key": {
-      type: "string",
-      default: "model_response",
-      help: "field holding the response to score",
-    },
-    json: { type: "boolean", default: false, help: "print one JSON line" },
-  },
+  flags: FLAGS,
   run: evaluate,
-};
+});
 
 /** The chat endpoint for a server URL: `http://host:11434` -> `http://host:11434/api/chat`. */
 export function chatUrl(url: string): string {
@@ -62,9 +64,9 @@ export function chatUrl(url: string): string {
 
 const fmt = (x: number) => x.toFixed(2);
 
-async function evaluate(f: Flags): Promise<void> {
-  const path = f.responses as string;
-  const responseKey = f["response-key"] as string;
+async function evaluate(f: Flags<typeof FLAGS>): Promise<void> {
+  const path = f.responses;
+  const responseKey = f["response-key"];
   const entries = await loadResponseFile(path, { responseKey });
   const offline = offlineScores(entries, { responseKey });
   const offlineJson = {
@@ -78,8 +80,8 @@ async function evaluate(f: Flags): Promise<void> {
 
   let judged: ScoreResult | undefined;
   let reachable: boolean | null = null;
-  const url = f.judge === "ollama" ? chatUrl(f["ollama-url"] as string) : OLLAMA_CHAT_URL;
-  const model = f.model as string;
+  const url = f.judge === "ollama" ? chatUrl(f["ollama-url"]) : OLLAMA_CHAT_URL;
+  const model = f.model;
   if (f.judge === "ollama") {
     reachable = await isOllamaReachable(url);
     if (!reachable) {

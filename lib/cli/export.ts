@@ -1,11 +1,11 @@
 /** `llm export`: a checkpoint (+ LoRA adapter) as GGUF + Ollama Modelfile, or as a HF folder. */
 import { initBackend } from "../backend.ts";
-import type { PromptTemplate } from "../data/instruction.ts";
-import { EXPORT_FORMATS, type ExportFormat, exportModel, GGUF_FILE, MODELFILE } from "../export.ts";
-import { FLOAT_TYPES, type FloatType } from "../io/half.ts";
-import type { Command } from "./args.ts";
+import { PROMPT_TEMPLATES } from "../data/instruction.ts";
+import { EXPORT_FORMATS, exportModel, GGUF_FILE, MODELFILE } from "../export.ts";
+import { FLOAT_TYPES } from "../io/half.ts";
+import { defineCommand } from "./args.ts";
 
-export const exportCmd: Command = {
+export const exportCmd = defineCommand({
   name: "export",
   summary: "export a checkpoint (+ adapter) as GGUF with an Ollama Modelfile, or as a HF folder",
   usage:
@@ -20,18 +20,18 @@ export const exportCmd: Command = {
     format: {
       type: "string",
       required: true,
-      choices: [...EXPORT_FORMATS],
+      choices: EXPORT_FORMATS,
       help: "gguf (llama.cpp, Ollama, LM Studio), hf (transformers) or peft (the adapter alone)",
     },
     dtype: {
       type: "string",
       default: "f32",
-      choices: [...FLOAT_TYPES],
+      choices: FLOAT_TYPES,
       help: "storage type of the weights (f16/bf16 halve the size)",
     },
     template: {
       type: "string",
-      choices: ["alpaca", "phi3"],
+      choices: PROMPT_TEMPLATES,
       help: "prompt format (default: the one the adapter/checkpoint was finetuned with)",
     },
     out: { type: "string", required: true, help: "output folder" },
@@ -40,13 +40,13 @@ export const exportCmd: Command = {
   async run(f) {
     if (f.adapter) await initBackend({ log: false });
     const r = await exportModel({
-      weights: f.weights as string,
-      adapter: f.adapter as string | undefined,
-      format: f.format as ExportFormat,
-      type: f.dtype as FloatType,
-      out: f.out as string,
-      force: f.force as boolean,
-      template: f.template as PromptTemplate | undefined,
+      weights: f.weights,
+      adapter: f.adapter,
+      format: f.format,
+      type: f.dtype,
+      out: f.out,
+      force: f.force,
+      template: f.template,
     });
     const mb = (r.bytes / 2 ** 20).toFixed(1);
     console.error(
@@ -59,4 +59,4 @@ export const exportCmd: Command = {
       console.error(`  llama-cli -m ${r.out}/${GGUF_FILE} --temp 0 -p "..."`);
     }
   },
-};
+});

@@ -4,75 +4,74 @@ import { cutAtStop, generate } from "../model/generate.ts";
 import { loadAdapter } from "../io/adapter.ts";
 import { decode, encode, END_OF_TEXT, VOCAB_SIZE } from "../data/tokenizer.ts";
 import { UserError } from "../util/errors.ts";
-import type { Command, Flags } from "./args.ts";
+import { defineCommand, defineFlags, type Flags } from "./args.ts";
 import { loadBaseModel } from "../io/resolve.ts";
 
-export const generateCmd: Command = {
+const FLAGS = defineFlags({
+  weights: {
+    type: "string",
+    required: true,
+    help: "checkpoint folder (HF GPT-2 layout), gpt2-small|-medium|-large|-xl, or a Hub " +
+      "GPT-2 repo id (ORG/NAME or hf:NAME, e.g. distilbert/distilgpt2)",
+  },
+  prompt: { type: "string", help: "text to continue" },
+  "prompt-ids": {
+    type: "string",
+    help: "token ids to continue instead of --prompt, e.g. 15496,11",
+  },
+  "max-new-tokens": { type: "int", positive: true, default: 50, help: "tokens to generate" },
+  temperature: {
+    type: "number",
+    default: 0,
+    min: 0,
+    help: "0 = greedy; >0 samples from softmax(logits / T)",
+  },
+  "top-k": { type: "int", positive: true, help: "sample among the k most likely tokens" },
+  "top-p": {
+    type: "number",
+    positive: true,
+    max: 1,
+    help: "nucleus sampling: keep the most likely tokens up to this probability, in (0, 1]",
+  },
+  "repetition-penalty": {
+    type: "number",
+    positive: true,
+    help: "CTRL/Hugging Face penalty (> 0) on tokens already in prompt or output; 1 = none",
+  },
+  stop: {
+    type: "string",
+    help: 'stop when the output contains this text (\\n for a newline, e.g. "\\n\\n")',
+  },
+  adapter: {
+    type: "string",
+    help: "apply this LoRA adapter folder (finetune's adapter/) without merging it",
+  },
+  seed: { type: "int", default: 123, help: "seed of the sampling" },
+  "stop-at-eos": { type: "boolean", default: false, help: "stop at <|endoftext|> (50256)" },
+  "no-cache": { type: "boolean", default: false, help: "recompute the whole context each token" },
+  json: {
+    type: "boolean",
+    default: false,
+    help: 'print one JSON line {"ids": [...new ids], "text": "..."}',
+  },
+});
+
+export const generateCmd = defineCommand({
   name: "generate",
   summary: "generate text from a prompt with a checkpoint or pretrained GPT-2",
   usage:
     "generate --weights DIR|NAME|ORG/REPO --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--repetition-penalty R] [--stop S] [--adapter DIR] [--seed S] [--json]",
-  flags: {
-    weights: {
-      type: "string",
-      required: true,
-      help: "checkpoint folder (HF GPT-2 layout), gpt2-small|-medium|-large|-xl, or a Hub " +
-        "GPT-2 repo id (ORG/NAME or hf:NAME, e.g. distilbert/distilgpt2)",
-    },
-    prompt: { type: "string", help: "text to continue" },
-    "prompt-ids": {
-      type: "string",
-      help: "token ids to continue instead of --prompt, e.g. 15496,11",
-    },
-    "max-new-tokens": { type: "int", positive: true, default: 50, help: "tokens to generate" },
-    temperature: {
-      type: "number",
-      default: 0,
-      help: "0 = greedy; >0 samples from softmax(logits / T)",
-    },
-    "top-k": { type: "int", positive: true, help: "sample among the k most likely tokens" },
-    "top-p": {
-      type: "number",
-      help: "nucleus sampling: keep the most likely tokens up to this probability, in (0, 1]",
-    },
-    "repetition-penalty": {
-      type: "number",
-      help: "CTRL/Hugging Face penalty (> 0) on tokens already in prompt or output; 1 = none",
-    },
-    stop: {
-      type: "string",
-      help: 'stop when the output contains this text (\\n for a newline, e.g. "\\n\\n")',
-    },
-    adapter: {
-      type: "string",
-      help: "apply this LoRA adapter folder (finetune's adapter/) without merging it",
-    },
-    seed: { type: "int", default: 123, help: "seed of the sampling" },
-    "stop-at-eos": { type: "boolean", default: false, help: "stop at <|endoftext|> (50256)" },
-    "no-cache": { type: "boolean", default: false, help: "recompute the whole context each token" },
-    json: {
-      type: "boolean",
-      default: false,
-      help: 'print one JSON line {"ids": [...new ids], "text": "..."}',
-    },
-  },
+  flags: FLAGS,
   async run(f) {
     promptIds(f); // validate before loading anything
-    if ((f.temperature as number) < 0) throw new UserError("generate: --temperature must be >= 0");
-    const topP = f["top-p"] as number | undefined;
-    if (topP !== undefined && !(topP > 0 && topP <= 1)) {
-      throw new UserError(`generate: --top-p must be in (0, 1] (got ${topP})`);
-    }
-    const penalty = f["repetition-penalty"] as number | undefined;
-    if (penalty !== undefined && !(penalty > 0)) {
-      throw new UserError(`generate: --repetition-penalty must be > 0 (got ${penalty})`);
-    }
-    const stop = f.stop !== undefined ? unescapeStop(f.stop as string) : undefined;
+    const topP = f["top-p"];
+    const penalty = f["repetition-penalty"];
+    const stop = f.stop !== undefined ? unescapeStop(f.stop) : undefined;
     if (stop === "") throw new UserError("generate: --stop is empty");
     await initBackend({ log: !f.json });
     // Dropout is off in generation whatever the checkpoint says (generate runs in eval mode).
-    const { model } = await loadBaseModel(f.weights as string);
-    if (f.adapter !== undefined) await loadAdapter(f.adapter as string, model);
+    const { model } = await loadBaseModel(f.weights);
+    if (f.adapter !== undefined) await loadAdapter(f.adapter, model);
     const prompt = promptIds(f);
     const vocab = model.config.vocabSize;
     const bad = prompt.find((id) => id >= vocab);
@@ -88,21 +87,21 @@ export const generateCmd: Command = {
       );
     }
     const ids = await generate(model, prompt, {
-      maxNewTokens: f["max-new-tokens"] as number,
-      temperature: f.temperature as number,
-      topK: f["top-k"] as number | undefined,
+      maxNewTokens: f["max-new-tokens"],
+      temperature: f.temperature,
+      topK: f["top-k"],
       topP,
       repetitionPenalty: penalty,
       stop: stop !== undefined ? [stop] : undefined,
       decode: decodeIds,
-      seed: f.seed as number,
+      seed: f.seed,
       eosId: f["stop-at-eos"] ? END_OF_TEXT : undefined,
       useCache: !f["no-cache"],
     });
     const text = stop !== undefined ? cutAtStop(decodeIds(ids), [stop]).text : decodeIds(ids);
     console.log(f.json ? JSON.stringify({ ids, text }) : decode(prompt) + text);
   },
-};
+});
 
 /**
  * The GPT-2 tokenizer's decode, refusing in one line an id a model with a larger vocabulary
@@ -125,9 +124,9 @@ function unescapeStop(text: string): string {
   return text.replace(/\\([nt\\])/g, (_, c) => (c === "n" ? "\n" : c === "t" ? "\t" : "\\"));
 }
 
-function promptIds(f: Flags): number[] {
+function promptIds(f: Flags<typeof FLAGS>): number[] {
   if (f["prompt-ids"] !== undefined) {
-    const parts = String(f["prompt-ids"]).split(",").map((s) => s.trim());
+    const parts = f["prompt-ids"].split(",").map((s) => s.trim());
     // Number("") is 0: an empty list or an empty item must not become token 0.
     const bad = parts.findIndex((s) => !/^\d+$/.test(s) || !Number.isSafeInteger(Number(s)));
     if (bad >= 0) {
@@ -141,7 +140,7 @@ function promptIds(f: Flags): number[] {
   if (f.prompt === undefined) {
     throw new UserError("generate: give --prompt TEXT or --prompt-ids IDS (see --help)");
   }
-  const ids = encode(f.prompt as string);
+  const ids = encode(f.prompt);
   if (ids.length === 0) throw new UserError("generate: --prompt is empty");
   return ids;
 }

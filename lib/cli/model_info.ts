@@ -9,9 +9,9 @@ import {
 import { UserError } from "../util/errors.ts";
 import { countLoraParams } from "../model/lora_counts.ts";
 import { readConfigFile } from "../io/config_file.ts";
-import type { Command } from "./args.ts";
+import { defineCommand } from "./args.ts";
 
-export const modelInfo: Command = {
+export const modelInfo = defineCommand({
   name: "model-info",
   summary: "parameter counts and float32 size of a model preset (book chapter 4.6, appendix E)",
   usage:
@@ -51,15 +51,15 @@ export const modelInfo: Command = {
   },
   async run(flags) {
     const overrides = {
-      contextLength: flags["context-length"] as number | undefined,
-      qkvBias: flags["qkv-bias"] as boolean,
+      contextLength: flags["context-length"],
+      qkvBias: flags["qkv-bias"],
     };
-    const file = flags.config as string | undefined;
+    const file = flags.config;
     const config = file
       ? withOverrides(await readConfigFile(file), overrides)
-      : resolveConfig(flags.model as string, overrides);
-    const numClasses = flags["num-classes"] as number | undefined;
-    const rank = flags["lora-rank"] as number | undefined;
+      : resolveConfig(flags.model, overrides);
+    const numClasses = flags["num-classes"];
+    const rank = flags["lora-rank"];
     if ((rank === undefined) !== (flags["lora-alpha"] === undefined)) {
       throw new UserError("model-info: give --lora-rank and --lora-alpha together");
     }
@@ -89,7 +89,7 @@ export const modelInfo: Command = {
     }
     console.log(JSON.stringify(info));
   },
-};
+});
 
 /** A config file's shape with --context-length (and --qkv-bias when set) applied. */
 function withOverrides(

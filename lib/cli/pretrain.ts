@@ -7,127 +7,129 @@ import {
   type PretrainRunOptions,
   runPretraining,
 } from "../train/pretrain_run.ts";
-import type { Command, Flags } from "./args.ts";
+import { defineCommand, defineFlags, type Flags } from "./args.ts";
 import { EXTRA_FLAGS, extrasFromFlags } from "./train_flags.ts";
 
-export const pretrainCmd: Command = {
+const FLAGS = defineFlags({
+  data: {
+    type: "string",
+    required: true,
+    help: "UTF-8 text file (90% train / 10% validation by characters)",
+  },
+  out: { type: "string", help: "run folder: metrics.jsonl, lr.svg, loss.svg, checkpoint/" },
+  model: {
+    type: "string",
+    default: D.model,
+    help: `preset: ${Object.keys(PRESETS).join(", ")}`,
+  },
+  config: {
+    type: "string",
+    help: "any shape instead of --model: a Hugging Face GPT-2 config.json or the book's cfg " +
+      "dict (emb_dim, n_layers, n_heads, context_length, vocab_size, drop_rate, qkv_bias)",
+  },
+  "init-from": {
+    type: "string",
+    help: "start from these weights (nanoGPT's init_from): gpt2-small|...|gpt2-xl, a " +
+      "checkpoint folder or a Hub GPT-2 repo id; their shape is used (--config must agree)",
+  },
+  "context-length": {
+    type: "int",
+    positive: true,
+    help: "override the preset's context length (with --init-from: crop it)",
+  },
+  epochs: {
+    type: "int",
+    positive: true,
+    default: D.epochs,
+    help: "passes over the training text",
+  },
+  "batch-size": { type: "int", positive: true, default: D.batchSize, help: "windows per batch" },
+  "initial-lr": { type: "number", positive: true, default: D.initialLr, help: "LR of step 0" },
+  "peak-lr": { type: "number", positive: true, default: D.peakLr, help: "LR after warmup" },
+  "min-lr": { type: "number", positive: true, default: D.minLr, help: "LR the cosine decays to" },
+  "warmup-fraction": {
+    type: "number",
+    default: D.warmupFraction,
+    help: "share of all steps spent warming up, in [0, 1]",
+  },
+  "max-grad-norm": {
+    type: "number",
+    positive: true,
+    default: D.maxGradNorm,
+    help: "clip the global gradient norm after warmup",
+  },
+  "weight-decay": {
+    type: "number",
+    default: D.weightDecay,
+    help: "AdamW decoupled weight decay",
+  },
+  "eval-freq": {
+    type: "int",
+    positive: true,
+    default: D.evalFreq,
+    help: "evaluate every N steps",
+  },
+  "eval-iter": {
+    type: "int",
+    positive: true,
+    default: D.evalIter,
+    help: "batches per evaluation",
+  },
+  seed: { type: "int", default: D.seed, help: "seed of weights, shuffling and dropout" },
+  "checkpoint-every": {
+    type: "int",
+    positive: true,
+    help: "also save a checkpoint every N steps",
+  },
+  "start-context": {
+    type: "string",
+    default: D.startContext,
+    help: "prompt of the sample after each epoch",
+  },
+  resume: {
+    type: "string",
+    help: "continue the run saved in this folder (--out defaults to it)",
+  },
+  ...EXTRA_FLAGS,
+  "dry-run": {
+    type: "boolean",
+    default: false,
+    help: "print the plan as one JSON line and exit",
+  },
+});
+
+export const pretrainCmd = defineCommand({
   name: "pretrain",
   summary: "pretrain a GPT on a text file with warmup, cosine decay and clipping (appendix D)",
   usage:
     "pretrain --data FILE --out DIR [--model NAME] [--epochs N] [...] [--resume DIR] [--dry-run]",
-  flags: {
-    data: {
-      type: "string",
-      required: true,
-      help: "UTF-8 text file (90% train / 10% validation by characters)",
-    },
-    out: { type: "string", help: "run folder: metrics.jsonl, lr.svg, loss.svg, checkpoint/" },
-    model: {
-      type: "string",
-      default: D.model,
-      help: `preset: ${Object.keys(PRESETS).join(", ")}`,
-    },
-    config: {
-      type: "string",
-      help: "any shape instead of --model: a Hugging Face GPT-2 config.json or the book's cfg " +
-        "dict (emb_dim, n_layers, n_heads, context_length, vocab_size, drop_rate, qkv_bias)",
-    },
-    "init-from": {
-      type: "string",
-      help: "start from these weights (nanoGPT's init_from): gpt2-small|...|gpt2-xl, a " +
-        "checkpoint folder or a Hub GPT-2 repo id; their shape is used (--config must agree)",
-    },
-    "context-length": {
-      type: "int",
-      positive: true,
-      help: "override the preset's context length (with --init-from: crop it)",
-    },
-    epochs: {
-      type: "int",
-      positive: true,
-      default: D.epochs,
-      help: "passes over the training text",
-    },
-    "batch-size": { type: "int", positive: true, default: D.batchSize, help: "windows per batch" },
-    "initial-lr": { type: "number", positive: true, default: D.initialLr, help: "LR of step 0" },
-    "peak-lr": { type: "number", positive: true, default: D.peakLr, help: "LR after warmup" },
-    "min-lr": { type: "number", positive: true, default: D.minLr, help: "LR the cosine decays to" },
-    "warmup-fraction": {
-      type: "number",
-      default: D.warmupFraction,
-      help: "share of all steps spent warming up, in [0, 1]",
-    },
-    "max-grad-norm": {
-      type: "number",
-      positive: true,
-      default: D.maxGradNorm,
-      help: "clip the global gradient norm after warmup",
-    },
-    "weight-decay": {
-      type: "number",
-      default: D.weightDecay,
-      help: "AdamW decoupled weight decay",
-    },
-    "eval-freq": {
-      type: "int",
-      positive: true,
-      default: D.evalFreq,
-      help: "evaluate every N steps",
-    },
-    "eval-iter": {
-      type: "int",
-      positive: true,
-      default: D.evalIter,
-      help: "batches per evaluation",
-    },
-    seed: { type: "int", default: D.seed, help: "seed of weights, shuffling and dropout" },
-    "checkpoint-every": {
-      type: "int",
-      positive: true,
-      help: "also save a checkpoint every N steps",
-    },
-    "start-context": {
-      type: "string",
-      default: D.startContext,
-      help: "prompt of the sample after each epoch",
-    },
-    resume: {
-      type: "string",
-      help: "continue the run saved in this folder (--out defaults to it)",
-    },
-    ...EXTRA_FLAGS,
-    "dry-run": {
-      type: "boolean",
-      default: false,
-      help: "print the plan as one JSON line and exit",
-    },
-  },
+  flags: FLAGS,
   run: pretrain,
-};
+});
 
-async function pretrain(f: Flags): Promise<void> {
+async function pretrain(f: Flags<typeof FLAGS>): Promise<void> {
   const options: PretrainRunOptions = {
-    data: f.data as string,
-    out: f.out as string | undefined,
-    resume: f.resume as string | undefined,
-    model: f.model as string,
-    config: f.config as string | undefined,
-    initFrom: f["init-from"] as string | undefined,
+    data: f.data,
+    out: f.out,
+    resume: f.resume,
+    model: f.model,
+    config: f.config,
+    initFrom: f["init-from"],
     ...extrasFromFlags(f),
-    contextLength: f["context-length"] as number | undefined,
-    epochs: f.epochs as number,
-    batchSize: f["batch-size"] as number,
-    initialLr: f["initial-lr"] as number,
-    peakLr: f["peak-lr"] as number,
-    minLr: f["min-lr"] as number,
-    warmupFraction: f["warmup-fraction"] as number,
-    maxGradNorm: f["max-grad-norm"] as number,
-    weightDecay: f["weight-decay"] as number,
-    evalFreq: f["eval-freq"] as number,
-    evalIter: f["eval-iter"] as number,
-    seed: f.seed as number,
-    checkpointEvery: f["checkpoint-every"] as number | undefined,
-    startContext: f["start-context"] as string,
+    contextLength: f["context-length"],
+    epochs: f.epochs,
+    batchSize: f["batch-size"],
+    initialLr: f["initial-lr"],
+    peakLr: f["peak-lr"],
+    minLr: f["min-lr"],
+    warmupFraction: f["warmup-fraction"],
+    maxGradNorm: f["max-grad-norm"],
+    weightDecay: f["weight-decay"],
+    evalFreq: f["eval-freq"],
+    evalIter: f["eval-iter"],
+    seed: f.seed,
+    checkpointEvery: f["checkpoint-every"],
+    startContext: f["start-context"],
     handleSignals: true,
   };
   if (f["dry-run"]) {

@@ -1,9 +1,9 @@
 /** Flags beyond the book that `pretrain` and `finetune` share (see lib/train/run_extras.ts). */
 import type { TrainingExtras } from "../train/run_extras.ts";
-import type { Flags, FlagSpec } from "./args.ts";
+import { defineFlags, type Flags } from "./args.ts";
 
 /** The flag specs, with the book's behaviour as every default. */
-export const EXTRA_FLAGS: Record<string, FlagSpec> = {
+export const EXTRA_FLAGS = defineFlags({
   "grad-accum": {
     type: "int",
     positive: true,
@@ -30,15 +30,15 @@ export const EXTRA_FLAGS: Record<string, FlagSpec> = {
     default: 0,
     help: 'also write a metrics.jsonl row ("kind": "step") every N optimizer steps; 0 = none',
   },
-};
+});
 
 /** The parsed flags as TrainingExtras. */
-export function extrasFromFlags(f: Flags): TrainingExtras {
+export function extrasFromFlags(f: Flags<typeof EXTRA_FLAGS>): TrainingExtras {
   return {
-    gradAccum: f["grad-accum"] as number,
-    noDecayBiasNorm: f["no-decay-bias-norm"] as boolean,
-    saveBest: f["save-best"] as boolean,
-    earlyStopPatience: f["early-stop-patience"] as number | undefined,
-    logEvery: f["log-every"] as number,
+    gradAccum: f["grad-accum"],
+    noDecayBiasNorm: f["no-decay-bias-norm"],
+    saveBest: f["save-best"],
+    earlyStopPatience: f["early-stop-patience"],
+    logEvery: f["log-every"],
   };
 }

@@ -26,7 +26,9 @@ export interface InstructionEntry {
 }
 
 /** The prompt styles: "alpaca" (the chapter's) and "phi3" (exercise 7.1). */
-export type PromptTemplate = "alpaca" | "phi3";
+/** The prompt styles, default first. */
+export const PROMPT_TEMPLATES = ["alpaca", "phi3"] as const;
+export type PromptTemplate = typeof PROMPT_TEMPLATES[number];
 
 /** Options of the formatting functions. */
 export interface FormatOptions {

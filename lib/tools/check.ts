@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { UserError } from "../util/errors.ts";
 import { writeTextAtomic } from "../util/fs.ts";
 import { run } from "./proc.ts";
+import { parseArgv } from "../cli/args.ts";
 import { findSyncReads } from "./sync_reads.ts";
 import {
   cellOfLine,
@@ -183,11 +184,11 @@ export async function check(): Promise<number> {
 }
 
 if (import.meta.main) {
-  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
-    console.log(HELP);
-    Deno.exit(0);
-  }
   try {
+    if (parseArgv({}, Deno.args).help) {
+      console.log(HELP);
+      Deno.exit(0);
+    }
     Deno.exit((await check()) === 0 ? 0 : 1);
   } catch (err) {
     if (!(err instanceof UserError)) throw err;

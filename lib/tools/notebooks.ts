@@ -3,8 +3,8 @@
  * kernel, writing build/notebooks/NAME.ipynb (with outputs) and NAME.html. Sets itself up: Jupyter
  * (Debian packages, when root), the npm dependencies, and the project-local kernelspec.
  */
-import { parseArgs } from "node:util";
 import { basename, delimiter, join, resolve } from "node:path";
+import { defineFlags, parseArgv } from "../cli/args.ts";
 import { UserError } from "../util/errors.ts";
 import { cellSource, listNotebooks, readNotebook } from "./ipynb.ts";
 import { run } from "./proc.ts";
@@ -210,27 +210,21 @@ export async function runNotebooks(names: string[], timeoutS: number): Promise<n
   return failed;
 }
 
+const FLAGS = defineFlags({
+  timeout: { type: "number", min: 0, default: 1800, help: "seconds per notebook" },
+});
+
 if (import.meta.main) {
   try {
-    const { values, positionals } = parseArgs({
-      args: Deno.args,
-      options: { help: { type: "boolean", short: "h" }, timeout: { type: "string" } },
-      allowPositionals: true,
-    });
-    if (values.help) {
+    const { flags, positionals, help } = parseArgv(FLAGS, Deno.args, { positionals: true });
+    if (help) {
       console.log(HELP);
       Deno.exit(0);
     }
-    const timeoutS = Number(values.timeout ?? 1800);
-    if (!Number.isFinite(timeoutS) || timeoutS < 0) {
-      throw new UserError(`--timeout must be a number of seconds, got "${values.timeout}"`);
-    }
-    Deno.exit((await runNotebooks(positionals, timeoutS)) === 0 ? 0 : 1);
+    Deno.exit((await runNotebooks(positionals, flags.timeout)) === 0 ? 0 : 1);
   } catch (err) {
-    // parseArgs reports unknown flags with a TypeError carrying an ERR_PARSE_ARGS_* code.
-    const isArgError = (err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS");
-    if (!(err instanceof UserError) && !isArgError) throw err;
-    console.error(`error: ${(err as Error).message}`);
+    if (!(err instanceof UserError)) throw err;
+    console.error(`error: ${err.message}`);
     Deno.exit(1);
   }
 }
