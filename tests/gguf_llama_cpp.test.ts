@@ -12,7 +12,8 @@ import type { GPTConfig } from "../lib/model/config.ts";
 import { generate } from "../lib/model/generate.ts";
 import { GPTModel } from "../lib/model/gpt.ts";
 import { writeGpt2Gguf } from "../lib/io/gpt2_gguf.ts";
-import type { FloatType } from "../lib/io/half.ts";
+import { type FloatType, toBf16, toF16 } from "../lib/io/half.ts";
+import { bf16ToF32, f16ToF32 } from "../lib/io/safetensors.ts";
 import { paramsToTensors } from "../lib/io/weights.ts";
 import { exists } from "../lib/util/fs.ts";
 
@@ -139,6 +140,43 @@ Deno.test({
           assert.deepEqual(theirs[i].tokenized[k], encode(text), JSON.stringify(text))
         );
       }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/** Rounds the model's 2-D weights to `type` in place: what an F16/BF16 GGUF stores of them. */
+async function roundWeights(model: GPTModel, type: "f16" | "bf16"): Promise<void> {
+  const [to, from] = type === "f16" ? [toF16, f16ToF32] : [toBf16, bf16ToF32];
+  for (const v of model.namedParameters().values()) {
+    if (v.shape.length !== 2) continue;
+    const rounded = from(to((await v.data()) as Float32Array));
+    tf.tidy(() => v.assign(tf.tensor(rounded, v.shape)));
+  }
+}
+
+Deno.test({
+  name:
+    "llama.cpp runs our F16 and BF16 GGUF exports: the 24 greedy ids of our model with the same rounded weights",
+  ignore,
+  async fn() {
+    assert.ok(installed, "node-llama-cpp is not installed: run tests/interop/install.sh");
+    const dir = await Deno.makeTempDir();
+    try {
+      const ours: number[][] = [], jobs = [];
+      for (const type of ["f16", "bf16"] as const) {
+        const model = tinyModel({ label: type, qkvBias: true, tied: false, type });
+        await roundWeights(model, type);
+        const gguf = join(dir, `${type}.gguf`);
+        await writeGpt2Gguf(gguf, model.config, await paramsToTensors(model), { type });
+        ours.push(await generate(model, PROMPT, { maxNewTokens: STEPS }));
+        jobs.push({ gguf, contextSize: 64, prompt: PROMPT, maxTokens: STEPS, tokenize: [] });
+        model.dispose();
+      }
+      const theirs = await runLlamaCpp(jobs);
+      assert.deepEqual(theirs[0].ids, ours[0], "greedy ids, F16");
+      assert.deepEqual(theirs[1].ids, ours[1], "greedy ids, BF16");
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
