@@ -13,9 +13,10 @@ import { generate } from "../lib/model/generate.ts";
 import { GPTModel } from "../lib/model/gpt.ts";
 import { writeGpt2Gguf } from "../lib/io/gpt2_gguf.ts";
 import { type FloatType, toBf16, toF16 } from "../lib/io/half.ts";
-import { bf16ToF32, f16ToF32 } from "../lib/io/safetensors.ts";
+import { bf16ToF32, f16ToF32 } from "../lib/io/dtypes.ts";
 import { paramsToTensors } from "../lib/io/weights.ts";
 import { exists } from "../lib/util/fs.ts";
+import { withTempDir } from "./cli_helpers.ts";
 
 await useStockCpu();
 
@@ -111,8 +112,7 @@ Deno.test({
   ignore,
   async fn() {
     assert.ok(installed, "node-llama-cpp is not installed: run tests/interop/install.sh");
-    const dir = await Deno.makeTempDir();
-    try {
+    await withTempDir(async (dir) => {
       const ours: { ids: number[]; probs: number[] }[] = [];
       const jobs = [];
       for (const [i, c] of CASES.entries()) {
@@ -140,9 +140,7 @@ Deno.test({
           assert.deepEqual(theirs[i].tokenized[k], encode(text), JSON.stringify(text))
         );
       }
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 });
 
@@ -162,8 +160,7 @@ Deno.test({
   ignore,
   async fn() {
     assert.ok(installed, "node-llama-cpp is not installed: run tests/interop/install.sh");
-    const dir = await Deno.makeTempDir();
-    try {
+    await withTempDir(async (dir) => {
       const ours: number[][] = [], jobs = [];
       for (const type of ["f16", "bf16"] as const) {
         const model = tinyModel({ label: type, qkvBias: true, tied: false, type });
@@ -177,8 +174,6 @@ Deno.test({
       const theirs = await runLlamaCpp(jobs);
       assert.deepEqual(theirs[0].ids, ours[0], "greedy ids, F16");
       assert.deepEqual(theirs[1].ids, ours[1], "greedy ids, BF16");
-    } finally {
-      await Deno.remove(dir, { recursive: true });
-    }
+    });
   },
 });
