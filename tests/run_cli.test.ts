@@ -5,6 +5,7 @@
  */
 import { deepStrictEqual as assertEquals, match, ok as assert } from "node:assert/strict";
 import { join } from "node:path";
+import { faultServer, send, stall } from "./fault_server.ts";
 
 const CLI = new URL("../lib/cli.ts", import.meta.url).pathname;
 const dec = new TextDecoder();
@@ -12,15 +13,18 @@ const dec = new TextDecoder();
 /** Runs the CLI; sends `signal` once a stdout line matches `when`. Bounded by `timeoutMs`. */
 async function llmUntil(
   args: string[],
-  { when, signal, timeoutMs = 120_000 }: {
+  { when, signal, timeoutMs = 120_000, env = {}, whenFile }: {
     when?: RegExp;
+    /** Send the signal once this file exists (polled). */
+    whenFile?: string;
+    env?: Record<string, string>;
     signal?: Deno.Signal;
     timeoutMs?: number;
   } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", CLI, ...args],
-    env: { LLM_BACKEND: Deno.env.get("LLM_BACKEND") ?? "" },
+    env: { LLM_BACKEND: Deno.env.get("LLM_BACKEND") ?? "", ...env },
     stdout: "piped",
     stderr: "piped",
   }).spawn();
@@ -38,10 +42,28 @@ async function llmUntil(
   const readErr = (async () => {
     for await (const chunk of child.stderr) stderr += dec.decode(chunk);
   })();
+  const poll = whenFile && signal
+    ? setInterval(() => {
+      if (!sent && existsSync(whenFile)) {
+        sent = true;
+        child.kill(signal);
+      }
+    }, 100)
+    : undefined;
   const { code } = await child.status;
+  clearInterval(poll);
   clearTimeout(timer);
   await Promise.all([readOut, readErr]);
   return { code, stdout, stderr };
+}
+
+function existsSync(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 async function setup(): Promise<{ tmp: string; args: string[] }> {
@@ -126,3 +148,39 @@ Deno.test(
     }
   },
 );
+
+Deno.test("finetune stopped by Ctrl-C while downloading the base weights exits 130 in one line, the .part kept", async () => {
+  const { tmp } = await setup();
+  // A hub that sends a little of every file, then stalls.
+  const server = faultServer(async (conn, _req, closed) => {
+    await send(conn, "HTTP/1.1 200 OK\r\ncontent-length: 100000\r\nconnection: close\r\n\r\n");
+    await send(conn, "x".repeat(1000));
+    await stall(60_000, closed);
+  });
+  try {
+    const out = join(tmp, "sft");
+    const r = await llmUntil(
+      [
+        "finetune",
+        ...["--data", "data/instruction-data.json", "--weights", "gpt2-small", "--out", out],
+      ],
+      {
+        signal: "SIGINT",
+        whenFile: join(out, "run.json"),
+        env: {
+          HF_ENDPOINT: server.url,
+          LLM_CACHE_DIR: join(tmp, "cache"),
+          HF_HUB_CACHE: join(tmp, "none"),
+        },
+      },
+    );
+    assertEquals(r.code, 130, r.stderr);
+    match(r.stderr, /stopped during the download of the base weights; run again to resume it/);
+    assert(!/error:|Uncaught/.test(r.stderr), r.stderr);
+    const kept = [...Deno.readDirSync(join(tmp, "cache", "gpt2-small"))].map((e) => e.name);
+    assert(kept.some((n) => n.endsWith(".part")), kept.join(", "));
+  } finally {
+    await server.close();
+    await Deno.remove(tmp, { recursive: true });
+  }
+});

@@ -76,13 +76,13 @@ export async function cachedPretrained(
  */
 export async function resolveWeights(
   weights: string,
-  { cacheDir }: { cacheDir?: string } = {},
+  { cacheDir, signal }: { cacheDir?: string; signal?: AbortSignal } = {},
 ): Promise<string> {
   if (await exists(weights)) return weights;
   const repo = weights in PRETRAINED ? undefined : parseRepoId(weights);
-  if (repo) return await downloadRepo(repo, { cacheDir });
+  if (repo) return await downloadRepo(repo, { cacheDir, signal });
   if (!(weights in PRETRAINED)) throw unknownWeights(weights);
-  return await downloadPretrained(weights, { cacheDir });
+  return await downloadPretrained(weights, { cacheDir, signal });
 }
 
 /**

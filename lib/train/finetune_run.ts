@@ -17,7 +17,7 @@ import { writeTokenizerFiles } from "../io/tokenizer_files.ts";
 import { savePeftAdapter } from "../io/peft_adapter.ts";
 import { PRETRAINED } from "../io/download.ts";
 import { chatTemplate } from "../data/chat_template.ts";
-import { UserError } from "../util/errors.ts";
+import { ExitCode, UserError } from "../util/errors.ts";
 import { assertFitsTokenizer } from "../data/tokenizer.ts";
 import { AdamW } from "./adamw.ts";
 import { baseModelConfig, loadBaseModel, resolveWeights } from "../io/resolve.ts";
@@ -240,7 +240,7 @@ export async function runFinetuning(o: FinetuneRunOptions): Promise<FinetuneRunR
     log: note,
   });
   try {
-    const weightsDir = await resolveWeights(o.weights); // downloads once, before the backend
+    const weightsDir = await downloadWeights(o.weights, run, note); // once, before the backend
     await initBackend();
     let model: GPTModel = (await loadBaseModel(weightsDir)).model;
     if (o.loraRank !== undefined) {
@@ -341,6 +341,22 @@ export async function runFinetuning(o: FinetuneRunOptions): Promise<FinetuneRunR
     return result(written);
   } finally {
     await run.close();
+  }
+}
+
+/** The base weights' folder, downloading them once; a stop signal ends a download cleanly. */
+async function downloadWeights(
+  weights: string,
+  run: RunFolder,
+  note: (s: string) => void,
+): Promise<string> {
+  try {
+    return await resolveWeights(weights, { signal: run.signal });
+  } catch (err) {
+    if (!run.signal.aborted) throw err;
+    note("stopped during the download of the base weights; run again to resume it");
+    // From the CLI: exit 130/143 as for a stopped run; a notebook's own stop is rethrown.
+    throw run.exitCode ? new ExitCode(run.exitCode) : err;
   }
 }
 
