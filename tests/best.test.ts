@@ -2,11 +2,12 @@
  * trainModel's options beyond the book: best tracking (`--save-best`), early stopping
  * (`--early-stop-patience`) and the per-step metrics rows (`--log-every`).
  */
-import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
+import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
 import { initBackend } from "../lib/backend.ts";
 import { GPTDatasetV1, TextDataLoader } from "../lib/data/text.ts";
 import { GPTModel } from "../lib/model/gpt.ts";
 import { AdamW } from "../lib/train/adamw.ts";
+import type { DataLoader } from "../lib/train/loss.ts";
 import { loadTrainingCheckpoint, saveTrainingCheckpoint } from "../lib/train/checkpoint.ts";
 import { type EvalRecord, trainModel, type TrainOptions } from "../lib/train/train.ts";
 
@@ -144,4 +145,20 @@ Deno.test("logEvery 2 records a step row every 2 optimizer steps with lr, loss, 
   const plain = await trainModel(p.model, options(p, { numEpochs: 1 }));
   assertEquals(plain.steps, undefined);
   assertEquals(plain.evals[0].bestValLoss, undefined);
+});
+
+Deno.test("best tracking without validation batches is refused with one clear line", async () => {
+  const s = setup();
+  // An empty validation split (as a tiny instruction file can give).
+  const empty: DataLoader = {
+    length: 0,
+    state: { rngState: 0 },
+    epoch: () => [],
+    [Symbol.iterator]: () => [][Symbol.iterator](),
+  };
+  assertEquals(empty.length, 0);
+  await rejects(
+    () => trainModel(s.model, options(s, { valLoader: empty, earlyStopPatience: 2 })),
+    /need a validation loss, but there are no validation batches/,
+  );
 });

@@ -211,6 +211,11 @@ export async function trainModel(model: GPTModel, o: TrainOptions): Promise<Trai
   }
   if (accum > 1) s.gradAccum = accum;
   const tracking = o.onBest !== undefined || o.earlyStopPatience !== undefined;
+  if (tracking && valLoader.length === 0) {
+    throw new UserError(
+      "--save-best and --early-stop-patience need a validation loss, but there are no validation batches",
+    );
+  }
   const patienceLeft = () =>
     o.earlyStopPatience === undefined || (s.evalsSinceBest ?? 0) < o.earlyStopPatience;
   if (tracking && !patienceLeft()) s.earlyStopped = true;
