@@ -3,12 +3,16 @@
  * DataLoader, a plain SGD training loop and accuracy, plus the autograd example of section A.4.
  */
 import * as tf from "@tensorflow/tfjs";
-import { Linear, Module, SeedStream } from "../model/nn.ts";
-import { makeRng, type Rng, shuffleInPlace } from "../util/random.ts";
+import { type Layer, Linear, Module, SeedStream, Sequential } from "../model/nn.ts";
+import { DataLoader as SharedDataLoader } from "../data/loader.ts";
 import { crossEntropy } from "../train/loss.ts";
 
-/** A plain ordered container, so parameter names read like torch.nn.Sequential's `layers.0.weight`. */
-class Sequential extends Module {}
+/** The book's `torch.nn.ReLU()` module (no parameters), for Sequential. */
+class ReLU extends Module implements Layer {
+  apply(x: tf.Tensor): tf.Tensor {
+    return tf.relu(x);
+  }
+}
 
 /**
  * The book's `NeuralNetwork(num_inputs, num_outputs)`: Linear(num_inputs, 30), ReLU, Linear(30, 20),
@@ -16,7 +20,9 @@ class Sequential extends Module {}
  * drawn from `seed`; they are stored [in, out] like every linear in this project.
  */
 export class NeuralNetwork extends Module {
+  /** The three Linear layers (the Sequential's 0, 2 and 4). */
   readonly layers: Linear[];
+  readonly #seq: Sequential;
 
   constructor(
     readonly numInputs: number,
@@ -25,26 +31,16 @@ export class NeuralNetwork extends Module {
   ) {
     super();
     const seeds = new SeedStream(seed);
-    const seq = this.addChild("layers", new Sequential());
     const dims = [numInputs, 30, 20, numOutputs];
-    // Indices 0, 2, 4 as in the book's Sequential; 1 and 3 are the parameter-free ReLUs.
-    this.layers = [0, 1, 2].map((i) => {
-      const layer = new Linear(dims[i], dims[i + 1], { seed: seeds.next() });
-      seq.setChild(String(2 * i), layer);
-      return layer;
-    });
+    this.layers = [0, 1, 2].map((i) => new Linear(dims[i], dims[i + 1], { seed: seeds.next() }));
+    // Names layers.0, .2, .4 as in the book's Sequential; 1 and 3 are the parameter-free ReLUs.
+    const [l0, l1, l2] = this.layers;
+    this.#seq = this.addChild("layers", new Sequential(l0, new ReLU(), l1, new ReLU(), l2));
   }
 
   /** Logits [batch, numOutputs] for features [batch, numInputs]. */
   forward(x: tf.Tensor): tf.Tensor2D {
-    return tf.tidy(() => {
-      let h: tf.Tensor = x;
-      this.layers.forEach((layer, i) => {
-        h = layer.apply(h);
-        if (i < this.layers.length - 1) h = tf.relu(h);
-      });
-      return h as tf.Tensor2D;
-    });
+    return tf.tidy(() => this.#seq.apply(x) as tf.Tensor2D);
   }
 }
 
@@ -53,9 +49,7 @@ export class NeuralNetwork extends Module {
  * p.requires_grad)`: 752 for NeuralNetwork(2, 2), 2,213 for NeuralNetwork(50, 3).
  */
 export function countParams(model: Module): number {
-  let n = 0;
-  for (const v of model.namedParameters().values()) if (v.trainable) n += v.size;
-  return n;
+  return model.numParams({ trainableOnly: true });
 }
 
 /** Features and class labels, the book's `ToyDataset(X, y)`. */
@@ -92,41 +86,22 @@ export interface DataLoaderOptions {
   seed?: number;
 }
 
-/** The book's DataLoader: iterate once per epoch to get batches. */
-export class DataLoader implements Iterable<Batch> {
-  readonly batchSize: number;
-  readonly shuffle: boolean;
-  readonly dropLast: boolean;
-  readonly #rng: Rng;
+/** One example of the toy data. */
+interface ToyItem {
+  features: readonly number[];
+  label: number;
+}
 
-  constructor(
-    readonly dataset: ToyDataset,
-    { batchSize = 1, shuffle = false, dropLast = false, seed = 123 }: DataLoaderOptions = {},
-  ) {
-    if (!(batchSize >= 1)) throw new RangeError(`batchSize must be at least 1, got ${batchSize}`);
-    this.batchSize = batchSize;
-    this.shuffle = shuffle;
-    this.dropLast = dropLast;
-    this.#rng = makeRng(seed);
-  }
+/** Stacks examples into one batch, as torch's default collate stacks (X, y) pairs. */
+function collateToy(items: ToyItem[]): Batch {
+  return { features: items.map((i) => [...i.features]), labels: items.map((i) => i.label) };
+}
 
-  /** Batches per epoch, the book's `len(train_loader)`. */
-  get length(): number {
-    const n = this.dataset.labels.length / this.batchSize;
-    return this.dropLast ? Math.floor(n) : Math.ceil(n);
-  }
-
-  *[Symbol.iterator](): Iterator<Batch> {
-    const order = this.dataset.labels.map((_, i) => i);
-    // A new permutation each epoch from the loader's own seeded generator.
-    if (this.shuffle) shuffleInPlace(order, this.#rng);
-    for (let b = 0; b < this.length; b++) {
-      const idx = order.slice(b * this.batchSize, (b + 1) * this.batchSize);
-      yield {
-        features: idx.map((i) => [...this.dataset.features[i]]),
-        labels: idx.map((i) => this.dataset.labels[i]),
-      };
-    }
+/** The book's DataLoader over the toy data: the shared DataLoader (data/loader.ts) and collateToy. */
+export class DataLoader extends SharedDataLoader<ToyItem, Batch> {
+  constructor(dataset: ToyDataset, opts: DataLoaderOptions = {}) {
+    const items = dataset.labels.map((label, i) => ({ features: dataset.features[i], label }));
+    super(items, { ...opts, collate: collateToy });
   }
 }
 

@@ -15,7 +15,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { makeRng, type Rng, shuffleInPlace } from "../util/random.ts";
+import { DataLoader, type Dataset } from "./loader.ts";
 import { END_OF_TEXT } from "./tokenizer.ts";
 import type { InstructionItem } from "./instruction_dataset.ts";
 
@@ -160,10 +160,7 @@ export function customCollate(
 }
 
 /** Something indexable that holds items (an `InstructionDataset`, or a plain array). */
-export type ItemSource = readonly CollateItem[] | {
-  readonly length: number;
-  get(i: number): CollateItem;
-};
+export type ItemSource = Dataset<CollateItem>;
 
 /** Options of `InstructionLoader` (PyTorch DataLoader's, with the chapter's defaults). */
 export interface InstructionLoaderOptions extends CollateOptions {
@@ -178,21 +175,14 @@ export interface InstructionLoaderOptions extends CollateOptions {
 }
 
 /**
- * Batches a dataset like PyTorch's `DataLoader(dataset, batch_size, shuffle, drop_last,
- * collate_fn=custom_collate_fn)`. Each call to `epoch()` (or iterating the loader) draws a new
- * order from a seeded mulberry32 generator, so runs are reproducible, though not the same order
- * as PyTorch's. For an exact resume, save `rngState` before an epoch starts; to continue, set it
- * back and call `epoch({ startBatch })`.
+ * The book's `DataLoader(dataset, batch_size, shuffle, drop_last, collate_fn=custom_collate_fn)`:
+ * the shared DataLoader (./loader.ts) with `customCollate`. For an exact resume, save `state`
+ * before an epoch starts; to continue, set it back and call `epoch(skip)`.
  */
-export class InstructionLoader {
-  readonly batchSize: number;
-  readonly shuffle: boolean;
-  readonly dropLast: boolean;
+export class InstructionLoader extends DataLoader<CollateItem, CollatedBatch> {
   readonly collateOptions: CollateOptions;
   /** Entries longer than `allowedMaxLength` tokens: they lose their ends in every epoch. */
   readonly truncatedEntries: number;
-  readonly #source: ItemSource;
-  readonly #rng: Rng;
 
   constructor(
     source: ItemSource,
@@ -204,79 +194,37 @@ export class InstructionLoader {
       ...collateOptions
     }: InstructionLoaderOptions = {},
   ) {
-    if (!(Number.isInteger(batchSize) && batchSize > 0)) {
-      throw new RangeError(
-        `InstructionLoader: batchSize must be a positive integer (got ${batchSize})`,
-      );
-    }
-    this.#source = source;
-    this.batchSize = batchSize;
-    this.shuffle = shuffle;
-    this.dropLast = dropLast;
+    super(source, {
+      batchSize,
+      shuffle,
+      dropLast,
+      seed,
+      collate: (items) => customCollate(items, collateOptions),
+    });
     this.collateOptions = collateOptions;
-    this.#rng = makeRng(seed);
     const max = collateOptions.allowedMaxLength ?? null;
     let truncated = 0;
     if (max !== null) {
-      for (let i = 0; i < source.length; i++) if (idsOf(this.#item(i)).length > max) truncated++;
+      for (let i = 0; i < source.length; i++) if (idsOf(this.item(i)).length > max) truncated++;
     }
     this.truncatedEntries = truncated;
   }
 
-  #item(i: number): CollateItem {
-    const source = this.#source;
-    return Array.isArray(source) ? source[i] : (source as { get(i: number): CollateItem }).get(i);
-  }
-
   /** Number of items in the dataset. */
   get numItems(): number {
-    return this.#source.length;
+    return this.dataset.length;
   }
 
   /** Batches per epoch (`len(loader)`): 935 items, batch 8, dropLast -> 116. */
   get numBatches(): number {
-    const n = this.#source.length / this.batchSize;
-    return this.dropLast ? Math.floor(n) : Math.ceil(n);
+    return this.length;
   }
 
-  /** Batches per epoch, as the training loop's DataLoader interface names it. */
-  get length(): number {
-    return this.numBatches;
-  }
-
-  /** The shuffle state in the training loop's DataLoader form. */
-  get state(): { rngState: number } {
-    return { rngState: this.#rng.state };
-  }
-  set state(s: { rngState: number }) {
-    this.#rng.state = s.rngState;
-  }
-
-  /** State of the shuffling generator (save with a checkpoint, set to replay an epoch's order). */
+  /** State of the shuffling generator (`state.rngState`). */
   get rngState(): number {
-    return this.#rng.state;
+    return this.state.rngState;
   }
   set rngState(value: number) {
-    this.#rng.state = value;
-  }
-
-  /** One epoch's order of item indices (draws from the generator when shuffling). */
-  order(): number[] {
-    const order = Array.from({ length: this.#source.length }, (_, i) => i);
-    return this.shuffle ? shuffleInPlace(order, this.#rng) : order;
-  }
-
-  /** Yields one epoch of collated batches; the caller disposes each batch's tensors. */
-  *epoch(start: number | { startBatch?: number } = 0): Generator<CollatedBatch> {
-    const startBatch = typeof start === "number" ? start : start.startBatch ?? 0;
-    const order = this.order();
-    for (let b = startBatch; b < this.numBatches; b++) {
-      const indices = order.slice(b * this.batchSize, (b + 1) * this.batchSize);
-      yield customCollate(indices.map((i) => this.#item(i)), this.collateOptions);
-    }
-  }
-
-  [Symbol.iterator](): Generator<CollatedBatch> {
-    return this.epoch();
+    this.state = { rngState: value };
   }
 }

@@ -19,7 +19,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { UserError } from "../util/errors.ts";
-import { makeRng, type Rng, shuffleInPlace } from "../util/random.ts";
+import { DataLoader } from "./loader.ts";
 import { gpt2Tokenizer, type Tokenizer } from "./tokenizer.ts";
 
 /** Window options of `GPTDatasetV1` (the book's `max_length` and `stride`). */
@@ -106,30 +106,36 @@ export interface TextBatch {
   targets: tf.Tensor2D;
 }
 
-/** What a checkpoint saves to replay the loader's shuffles exactly. */
-export interface TextDataLoaderState {
-  /** The shuffle generator's state before the next epoch's order is drawn. */
-  rngState: number;
+/** A window: input ids and the same ids shifted by one. */
+export interface TextWindow {
+  input: Int32Array;
+  target: Int32Array;
+}
+
+/** Stacks windows into one batch of int32 [n, maxLength] tensors. */
+export function collateWindows(windows: readonly TextWindow[]): TextBatch {
+  const n = windows.length, L = windows[0]?.input.length ?? 0;
+  const inputs = new Int32Array(n * L), targets = new Int32Array(n * L);
+  windows.forEach(({ input, target }, row) => {
+    inputs.set(input, row * L);
+    targets.set(target, row * L);
+  });
+  return {
+    inputs: tf.tensor2d(inputs, [n, L], "int32"),
+    targets: tf.tensor2d(targets, [n, L], "int32"),
+  };
 }
 
 /**
- * Batches of windows (the book's `DataLoader(dataset, batch_size, shuffle, drop_last)`). Every
- * `for...of` is one epoch; a shuffled loader draws a new order from its seeded generator at the
- * start of each epoch, so `state` taken before an epoch replays that epoch's order.
+ * Batches of windows: the shared DataLoader (./loader.ts) over a GPTDatasetV1, with the book's
+ * `create_dataloader_v1` defaults (batch 4, shuffle, drop_last) and `numTokens`.
  */
-export class TextDataLoader implements Iterable<TextBatch> {
-  readonly batchSize: number;
-  readonly shuffle: boolean;
-  readonly dropLast: boolean;
-  readonly #rng: Rng;
+export class TextDataLoader extends DataLoader<TextWindow, TextBatch> {
+  declare readonly dataset: GPTDatasetV1;
 
-  constructor(readonly dataset: GPTDatasetV1, opts: DataloaderV1Options = {}) {
+  constructor(dataset: GPTDatasetV1, opts: DataloaderV1Options = {}) {
     const { batchSize = 4, shuffle = true, dropLast = true, seed = 123 } = opts;
-    positiveInt("batchSize", batchSize);
-    this.batchSize = batchSize;
-    this.shuffle = shuffle;
-    this.dropLast = dropLast;
-    this.#rng = makeRng(seed);
+    super(dataset, { batchSize, shuffle, dropLast, seed, collate: collateWindows });
     if (this.length === 0) {
       const needed = (batchSize - 1) * dataset.stride + dataset.maxLength + 1;
       throw new UserError(
@@ -139,72 +145,10 @@ export class TextDataLoader implements Iterable<TextBatch> {
     }
   }
 
-  /** Batches per epoch (`len(loader)`). */
-  get length(): number {
-    const n = this.dataset.length;
-    return this.dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
-  }
-
   /** Input tokens served per epoch (what `tokens_seen` grows by in one epoch). */
   get numTokens(): number {
     const windows = this.dropLast ? this.length * this.batchSize : this.dataset.length;
     return windows * this.dataset.maxLength;
-  }
-
-  /** Saves the shuffle state (take it before an epoch to replay that epoch's order). */
-  get state(): TextDataLoaderState {
-    return { rngState: this.#rng.state };
-  }
-
-  /** Restores a saved shuffle state. */
-  set state(s: TextDataLoaderState) {
-    this.#rng.state = s.rngState;
-  }
-
-  /**
-   * Draws the next epoch's window order (advances the generator when shuffling): window indices
-   * grouped by batch, the last group shorter or dropped as `dropLast` says.
-   */
-  nextEpochOrder(): number[][] {
-    const order = Array.from({ length: this.dataset.length }, (_, i) => i);
-    if (this.shuffle) shuffleInPlace(order, this.#rng);
-    const groups: number[][] = [];
-    for (let i = 0; i < this.length; i++) {
-      groups.push(order.slice(i * this.batchSize, (i + 1) * this.batchSize));
-    }
-    return groups;
-  }
-
-  /** Builds the tensors of one batch from window indices. */
-  batch(indices: readonly number[]): TextBatch {
-    const L = this.dataset.maxLength, n = indices.length;
-    const inputs = new Int32Array(n * L), targets = new Int32Array(n * L);
-    indices.forEach((w, row) => {
-      const { input, target } = this.dataset.get(w);
-      inputs.set(input, row * L);
-      targets.set(target, row * L);
-    });
-    return {
-      inputs: tf.tensor2d(inputs, [n, L], "int32"),
-      targets: tf.tensor2d(targets, [n, L], "int32"),
-    };
-  }
-
-  /**
-   * One epoch of batches, starting at batch `skip` (to resume mid-epoch: restore `state` as it was
-   * before the epoch, then pass the number of batches already done). The order is drawn right
-   * away, when `epoch()` is called; each batch's tensors are made when it is reached.
-   */
-  epoch(skip = 0): Generator<TextBatch> {
-    return this.#batches(this.nextEpochOrder(), skip);
-  }
-
-  *#batches(groups: number[][], skip: number): Generator<TextBatch> {
-    for (let i = skip; i < groups.length; i++) yield this.batch(groups[i]);
-  }
-
-  [Symbol.iterator](): Iterator<TextBatch> {
-    return this.epoch();
   }
 }
 

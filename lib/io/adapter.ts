@@ -10,7 +10,7 @@ import type { GPTConfig } from "../model/config.ts";
 import { UserError } from "../util/errors.ts";
 import { exists, writeTextAtomic } from "../util/fs.ts";
 import type { GPTModel } from "../model/gpt.ts";
-import type { LinearLike, Module } from "../model/nn.ts";
+import type { Module } from "../model/nn.ts";
 import {
   baseParamName,
   isLoraParam,
@@ -153,7 +153,7 @@ export async function saveAdapter(
   }
   const allLinear = [...linearLayers(model).keys(), ...layers.keys()];
   const names = [...layers.keys()];
-  const head = model.child<LinearLike>("out_head");
+  const head = model.out_head;
   const { vocabSize, embDim, nHeads, nLayers, qkvBias } = model.config;
   const config: AdapterConfig = {
     peft_type: "LORA",

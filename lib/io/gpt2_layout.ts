@@ -4,7 +4,12 @@
  * split/fused and the untied `lm_head.weight` [V,E] is transposed.
  * @module
  */
-import type { GPTConfig } from "../model/config.ts";
+import {
+  blockLinearShapes,
+  blockParameterShapes,
+  type GPTConfig,
+  parameterShapes,
+} from "../model/config.ts";
 import { UserError } from "../util/errors.ts";
 import { hfConfigFromGpt, type HfGpt2Config, WEIGHTS_FILE } from "./hf_config.ts";
 import type { TensorData, TensorMap } from "./safetensors.ts";
@@ -87,20 +92,26 @@ const BLOCK_RENAMES: [string, string][] = [
   ["ff.layers.2.bias", "mlp.c_proj.bias"],
 ];
 
-function blockShapes(e: number): Record<string, number[]> {
+/**
+ * The shapes of HF GPT-2's tensors, derived from the model's one table (../model/config.ts): the
+ * renamed tensors have our shapes (Conv1D stores [in, out] as we do), c_attn fuses Q, K and V.
+ */
+function hfShapes(config: GPTConfig) {
+  const ours = parameterShapes(config), block = blockParameterShapes(config);
+  const q = blockLinearShapes(config)["att.W_query"];
+  const perBlock: Record<string, number[]> = {
+    "attn.c_attn.weight": [q.inDim, 3 * q.outDim],
+    "attn.c_attn.bias": [3 * q.outDim],
+  };
+  for (const [book, hf] of BLOCK_RENAMES) perBlock[hf] = block.get(book)!;
+  const [e, v] = ours.get("out_head.weight")!;
   return {
-    "ln_1.weight": [e],
-    "ln_1.bias": [e],
-    "attn.c_attn.weight": [e, 3 * e],
-    "attn.c_attn.bias": [3 * e],
-    "attn.c_proj.weight": [e, e],
-    "attn.c_proj.bias": [e],
-    "ln_2.weight": [e],
-    "ln_2.bias": [e],
-    "mlp.c_fc.weight": [e, 4 * e],
-    "mlp.c_fc.bias": [4 * e],
-    "mlp.c_proj.weight": [4 * e, e],
-    "mlp.c_proj.bias": [e],
+    ours,
+    perBlock,
+    qkvWeight: [q.inDim, q.outDim],
+    qkvBias: [q.outDim],
+    /** lm_head.weight is out_head.weight transposed: [V, E]. */
+    lmHead: [v, e],
   };
 }
 
@@ -114,7 +125,7 @@ function blockShapes(e: number): Record<string, number[]> {
  * misshapen or unknown tensor. F32 tensors are passed through without copying.
  */
 export function hfToBook(tensors: TensorMap, config: GPTConfig, label = WEIGHTS_FILE): TensorMap {
-  const { vocabSize: v, contextLength: c, embDim: e, nLayers } = config;
+  const { vocabSize: v, embDim: e, nLayers } = config;
   // Normalise the two layouts to the plain names.
   const hf = new Map<string, TensorData>();
   for (const [key, t] of tensors) {
@@ -149,23 +160,23 @@ export function hfToBook(tensors: TensorMap, config: GPTConfig, label = WEIGHTS_
   };
 
   const out: TensorMap = new Map();
-  const wte = take("wte.weight", [v, e])!;
+  const { ours: sh, perBlock: shapes, qkvWeight, qkvBias, lmHead } = hfShapes(config);
+  const wte = take("wte.weight", sh.get("tok_emb.weight")!)!;
   out.set("tok_emb.weight", wte);
-  out.set("pos_emb.weight", take("wpe.weight", [c, e])!);
-  const shapes = blockShapes(e);
+  out.set("pos_emb.weight", take("wpe.weight", sh.get("pos_emb.weight")!)!);
   for (let i = 0; i < nLayers; i++) {
     const h = `h.${i}.`, ours = `trf_blocks.${i}.`;
     const qkvW = take(`${h}attn.c_attn.weight`, shapes["attn.c_attn.weight"])!;
     const [wq, wk, wv] = splitColumns(qkvW.data, e, e, 3);
-    out.set(`${ours}att.W_query.weight`, { shape: [e, e], data: wq });
-    out.set(`${ours}att.W_key.weight`, { shape: [e, e], data: wk });
-    out.set(`${ours}att.W_value.weight`, { shape: [e, e], data: wv });
+    out.set(`${ours}att.W_query.weight`, { shape: qkvWeight, data: wq });
+    out.set(`${ours}att.W_key.weight`, { shape: qkvWeight, data: wk });
+    out.set(`${ours}att.W_value.weight`, { shape: qkvWeight, data: wv });
     const qkvB = take(`${h}attn.c_attn.bias`, shapes["attn.c_attn.bias"], !config.qkvBias);
     if (config.qkvBias) {
       const b = qkvB!.data;
-      out.set(`${ours}att.W_query.bias`, { shape: [e], data: b.slice(0, e) });
-      out.set(`${ours}att.W_key.bias`, { shape: [e], data: b.slice(e, 2 * e) });
-      out.set(`${ours}att.W_value.bias`, { shape: [e], data: b.slice(2 * e) });
+      out.set(`${ours}att.W_query.bias`, { shape: qkvBias, data: b.slice(0, e) });
+      out.set(`${ours}att.W_key.bias`, { shape: qkvBias, data: b.slice(e, 2 * e) });
+      out.set(`${ours}att.W_value.bias`, { shape: qkvBias, data: b.slice(2 * e) });
     } else if (qkvB && qkvB.data.some((x) => x !== 0)) {
       throw new UserError(
         `${label}: config.json says qkv_bias false but "${h}attn.c_attn.bias" is not all zeros`,
@@ -175,10 +186,13 @@ export function hfToBook(tensors: TensorMap, config: GPTConfig, label = WEIGHTS_
       out.set(ours + book, take(h + hfName, shapes[hfName])!);
     }
   }
-  out.set("final_norm.scale", take("ln_f.weight", [e])!);
-  out.set("final_norm.shift", take("ln_f.bias", [e])!);
-  const head = take("lm_head.weight", [v, e], true);
-  out.set("out_head.weight", { shape: [e, v], data: transpose2d((head ?? wte).data, v, e) });
+  out.set("final_norm.scale", take("ln_f.weight", sh.get("final_norm.scale")!)!);
+  out.set("final_norm.shift", take("ln_f.bias", sh.get("final_norm.shift")!)!);
+  const head = take("lm_head.weight", lmHead, true);
+  out.set("out_head.weight", {
+    shape: sh.get("out_head.weight")!,
+    data: transpose2d((head ?? wte).data, v, e),
+  });
 
   const unknown = [...hf.keys()].filter((k) => !used.has(k));
   if (unknown.length > 0) {
@@ -212,7 +226,7 @@ export interface HfCheckpoint {
  * `save_pretrained` does, with the `transformer.` prefix and `lm_head.weight` [V,E].
  */
 export function bookToHf(params: TensorMap, config: GPTConfig): HfCheckpoint {
-  const { vocabSize: v, contextLength: c, embDim: e, nLayers } = config;
+  const { vocabSize: v, embDim: e, nLayers } = config;
   const used = new Set<string>();
   const get = (name: string, shape: number[]): Float32Array => {
     const t = params.get(name);
@@ -225,35 +239,38 @@ export function bookToHf(params: TensorMap, config: GPTConfig): HfCheckpoint {
     used.add(name);
     return t.data;
   };
-  const wte = get("tok_emb.weight", [v, e]);
-  const outHead = get("out_head.weight", [e, v]);
+  const { ours: sh, perBlock: shapes, qkvWeight, qkvBias, lmHead } = hfShapes(config);
+  const wte = get("tok_emb.weight", sh.get("tok_emb.weight")!);
+  const outHead = get("out_head.weight", sh.get("out_head.weight")!);
   const tied = isTransposeOf(outHead, wte, v, e);
   const prefix = tied ? "" : "transformer.";
   const out: TensorMap = new Map();
   const put = (name: string, shape: number[], data: Float32Array) =>
     out.set(prefix + name, { shape, data });
 
-  put("wte.weight", [v, e], wte);
-  put("wpe.weight", [c, e], get("pos_emb.weight", [c, e]));
-  const shapes = blockShapes(e);
+  put("wte.weight", sh.get("tok_emb.weight")!, wte);
+  put("wpe.weight", sh.get("pos_emb.weight")!, get("pos_emb.weight", sh.get("pos_emb.weight")!));
   for (let i = 0; i < nLayers; i++) {
     const h = `h.${i}.`, ours = `trf_blocks.${i}.att.`;
-    const w = ["W_query", "W_key", "W_value"].map((n) => get(`${ours}${n}.weight`, [e, e]));
-    put(`${h}attn.c_attn.weight`, [e, 3 * e], fuseColumns(w, e, e));
+    const w = ["W_query", "W_key", "W_value"].map((n) => get(`${ours}${n}.weight`, qkvWeight));
+    put(`${h}attn.c_attn.weight`, shapes["attn.c_attn.weight"], fuseColumns(w, e, e));
     const bias = new Float32Array(3 * e);
     if (config.qkvBias) {
       ["W_query", "W_key", "W_value"].forEach((n, k) =>
-        bias.set(get(`${ours}${n}.bias`, [e]), k * e)
+        bias.set(get(`${ours}${n}.bias`, qkvBias), k * e)
       );
     }
-    put(`${h}attn.c_attn.bias`, [3 * e], bias);
+    put(`${h}attn.c_attn.bias`, shapes["attn.c_attn.bias"], bias);
     for (const [book, hfName] of BLOCK_RENAMES) {
       put(h + hfName, shapes[hfName], get(`trf_blocks.${i}.${book}`, shapes[hfName]));
     }
   }
-  put("ln_f.weight", [e], get("final_norm.scale", [e]));
-  put("ln_f.bias", [e], get("final_norm.shift", [e]));
-  if (!tied) out.set("lm_head.weight", { shape: [v, e], data: transpose2d(outHead, e, v) });
+  for (
+    const [book, hf] of [["final_norm.scale", "ln_f.weight"], ["final_norm.shift", "ln_f.bias"]]
+  ) {
+    put(hf, sh.get(book)!, get(book, sh.get(book)!));
+  }
+  if (!tied) out.set("lm_head.weight", { shape: lmHead, data: transpose2d(outHead, e, v) });
 
   const unknown = [...params.keys()].filter((k) => !used.has(k));
   if (unknown.length > 0) {

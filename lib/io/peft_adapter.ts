@@ -18,7 +18,6 @@
 import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import type { GPTModel } from "../model/gpt.ts";
-import type { LinearLike } from "../model/nn.ts";
 import {
   linearLayers,
   type LinearWithLoRA,
@@ -102,7 +101,7 @@ function stackQkv(parts: (Update | undefined)[], e: number): Update {
 async function hfUpdates(model: GPTModel): Promise<Map<string, Update>> {
   const ours = await updates(model);
   if (ours.size === 0) throw new UserError("the model has no LoRA layers to save");
-  if (model.config.vocabSize !== model.child<LinearLike>("out_head").outDim) {
+  if (model.config.vocabSize !== model.out_head.outDim) {
     throw new UserError("PEFT export is for the language-model head (not a classifier)");
   }
   const out = new Map<string, Update>();

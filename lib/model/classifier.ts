@@ -1,6 +1,7 @@
 /** Chapter 6's classification head in place of the vocabulary-wide output head. */
 import { UserError } from "../util/errors.ts";
 import type { GPTModel } from "./gpt.ts";
+import { headShape } from "./config.ts";
 import { Linear } from "./nn.ts";
 
 /**
@@ -15,8 +16,9 @@ export function replaceHeadWithClassifier(
   if (!Number.isInteger(numClasses) || numClasses <= 0) {
     throw new UserError(`numClasses must be a positive integer (got ${numClasses})`);
   }
-  const old = model.child("out_head");
-  const head = new Linear(model.config.embDim, numClasses, { bias: true, seed });
+  const old = model.out_head;
+  const s = headShape(model.config, { numClasses });
+  const head = new Linear(s.inDim, s.outDim, { bias: s.bias, seed });
   model.setChild("out_head", head);
   old.dispose();
   return head;

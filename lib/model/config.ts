@@ -83,31 +83,90 @@ export function validateConfig(c: GPTConfig): void {
   }
 }
 
-/** The shape of every parameter of GPTModel(config), by the book's state_dict names. */
-export function parameterShapes(c: GPTConfig): Map<string, number[]> {
+// ---------------------------------------------------------------------------------------------
+// The GPT's shapes: one table that GPTModel, the counts, LoRA and the HF mapping all read
+
+/** A linear layer's shape: weight [inDim, outDim] (x @ W), and a bias [outDim] when `bias`. */
+export interface LinearShape {
+  inDim: number;
+  outDim: number;
+  bias: boolean;
+}
+
+/**
+ * The linear layers of one transformer block by their names in the block (the book's), in model
+ * order: the attention's Q/K/V projections (biases only with qkvBias) and output projection, then
+ * the feed-forward's Linear(E, 4E) and Linear(4E, E).
+ */
+export function blockLinearShapes(c: GPTConfig) {
+  const e = c.embDim;
+  return {
+    "att.W_query": { inDim: e, outDim: e, bias: c.qkvBias },
+    "att.W_key": { inDim: e, outDim: e, bias: c.qkvBias },
+    "att.W_value": { inDim: e, outDim: e, bias: c.qkvBias },
+    "att.out_proj": { inDim: e, outDim: e, bias: true },
+    "ff.layers.0": { inDim: e, outDim: 4 * e, bias: true },
+    "ff.layers.2": { inDim: 4 * e, outDim: e, bias: true },
+  } satisfies Record<string, LinearShape>;
+}
+
+/** A block's LayerNorms (scale and shift [E] each), after its linear layers. */
+export const BLOCK_NORMS = ["norm1", "norm2"] as const;
+
+/** Options of the shape functions. */
+export interface ShapeOptions {
+  /** Chapter 6: the head is Linear(embDim, numClasses) with bias instead of [embDim, vocab]. */
+  numClasses?: number;
+}
+
+/** The output head: [E, V] without bias (the book's), or chapter 6's classifier with bias. */
+export function headShape(c: GPTConfig, { numClasses }: ShapeOptions = {}): LinearShape {
+  return numClasses === undefined
+    ? { inDim: c.embDim, outDim: c.vocabSize, bias: false }
+    : { inDim: c.embDim, outDim: numClasses, bias: true };
+}
+
+/** Every linear layer of GPTModel(config) by full name, in model order (nothing allocated). */
+export function linearLayerShapes(c: GPTConfig, opts: ShapeOptions = {}): Map<string, LinearShape> {
+  const out = new Map<string, LinearShape>();
+  for (let i = 0; i < c.nLayers; i++) {
+    for (const [name, s] of Object.entries(blockLinearShapes(c))) {
+      out.set(`trf_blocks.${i}.${name}`, s);
+    }
+  }
+  out.set("out_head", headShape(c, opts));
+  return out;
+}
+
+/** A linear layer's parameters: `<name>.weight` [in, out] and, with a bias, `<name>.bias` [out]. */
+function linearParams(out: Map<string, number[]>, name: string, s: LinearShape): void {
+  out.set(`${name}.weight`, [s.inDim, s.outDim]);
+  if (s.bias) out.set(`${name}.bias`, [s.outDim]);
+}
+
+/** The parameters of one block by their names in the block (`att.W_query.weight`, ...). */
+export function blockParameterShapes(c: GPTConfig): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const [name, s] of Object.entries(blockLinearShapes(c))) linearParams(out, name, s);
+  for (const n of BLOCK_NORMS) {
+    out.set(`${n}.scale`, [c.embDim]);
+    out.set(`${n}.shift`, [c.embDim]);
+  }
+  return out;
+}
+
+/** The shape of every parameter of GPTModel(config), by the book's state_dict names, in order. */
+export function parameterShapes(c: GPTConfig, opts: ShapeOptions = {}): Map<string, number[]> {
   const e = c.embDim, shapes = new Map<string, number[]>();
   shapes.set("tok_emb.weight", [c.vocabSize, e]);
   shapes.set("pos_emb.weight", [c.contextLength, e]);
+  const block = blockParameterShapes(c);
   for (let i = 0; i < c.nLayers; i++) {
-    const p = `trf_blocks.${i}`;
-    for (const w of ["W_query", "W_key", "W_value"]) {
-      shapes.set(`${p}.att.${w}.weight`, [e, e]);
-      if (c.qkvBias) shapes.set(`${p}.att.${w}.bias`, [e]);
-    }
-    shapes.set(`${p}.att.out_proj.weight`, [e, e]);
-    shapes.set(`${p}.att.out_proj.bias`, [e]);
-    shapes.set(`${p}.ff.layers.0.weight`, [e, 4 * e]);
-    shapes.set(`${p}.ff.layers.0.bias`, [4 * e]);
-    shapes.set(`${p}.ff.layers.2.weight`, [4 * e, e]);
-    shapes.set(`${p}.ff.layers.2.bias`, [e]);
-    for (const n of ["norm1", "norm2"]) {
-      shapes.set(`${p}.${n}.scale`, [e]);
-      shapes.set(`${p}.${n}.shift`, [e]);
-    }
+    for (const [name, s] of block) shapes.set(`trf_blocks.${i}.${name}`, s);
   }
   shapes.set("final_norm.scale", [e]);
   shapes.set("final_norm.shift", [e]);
-  shapes.set("out_head.weight", [e, c.vocabSize]);
+  linearParams(shapes, "out_head", headShape(c, opts));
   return shapes;
 }
 
@@ -124,7 +183,7 @@ export interface ParamCounts {
 export function countParams(c: GPTConfig): ParamCounts {
   let total = 0;
   for (const shape of parameterShapes(c).values()) total += shape.reduce((a, b) => a * b, 1);
-  const head = c.embDim * c.vocabSize;
+  const h = headShape(c), head = h.inDim * h.outDim;
   return {
     totalParams: total,
     tiedParams: total - head,

@@ -5,17 +5,26 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { causalSoftmax } from "../kernels/fused/causal_softmax.ts";
-import { type GPTConfig, parameterShapes, validateConfig } from "./config.ts";
+import {
+  blockLinearShapes,
+  type GPTConfig,
+  headShape,
+  type LinearShape,
+  parameterShapes,
+  validateConfig,
+} from "./config.ts";
 import { assertFitsDevice } from "../backend.ts";
 import {
   dropout,
   Embedding,
-  gelu,
+  GELU,
   LayerNorm,
   Linear,
   type LinearLike,
   Module,
+  ModuleList,
   SeedStream,
+  Sequential,
 } from "./nn.ts";
 
 /** Keys and values of the positions seen so far, per layer: [B, H, T, D] each. */
@@ -24,17 +33,27 @@ export interface LayerCache {
   values?: tf.Tensor4D;
 }
 
+/** A Linear layer of the shape the table in config.ts gives, with the next seed. */
+function linear(shape: LinearShape, seeds: SeedStream): Linear {
+  return new Linear(shape.inDim, shape.outDim, { bias: shape.bias, seed: seeds.next() });
+}
+
 /** Causal multi-head self-attention (book's MultiHeadAttention). */
 export class MultiHeadAttention extends Module {
   readonly headDim: number;
+  readonly W_query: LinearLike;
+  readonly W_key: LinearLike;
+  readonly W_value: LinearLike;
+  readonly out_proj: LinearLike;
+
   constructor(readonly cfg: GPTConfig, seeds: SeedStream, readonly dropSeeds: SeedStream) {
     super();
-    const e = cfg.embDim;
-    this.headDim = e / cfg.nHeads;
-    for (const name of ["W_query", "W_key", "W_value"]) {
-      this.addChild(name, new Linear(e, e, { bias: cfg.qkvBias, seed: seeds.next() }));
-    }
-    this.addChild("out_proj", new Linear(e, e, { seed: seeds.next() }));
+    const s = blockLinearShapes(cfg);
+    this.headDim = cfg.embDim / cfg.nHeads;
+    this.W_query = this.addChild("W_query", linear(s["att.W_query"], seeds));
+    this.W_key = this.addChild("W_key", linear(s["att.W_key"], seeds));
+    this.W_value = this.addChild("W_value", linear(s["att.W_value"], seeds));
+    this.out_proj = this.addChild("out_proj", linear(s["att.out_proj"], seeds));
   }
 
   /** x: [B, T, E] -> [B, T, E]. With a cache, x holds only the new positions. */
@@ -42,15 +61,10 @@ export class MultiHeadAttention extends Module {
     const [b, t] = x.shape;
     const { nHeads } = this.cfg, d = this.headDim;
     // [B, T, E] -> [B, H, T, D]
-    const heads = (name: string) =>
-      this.child<LinearLike>(name).apply(x).reshape([b, t, nHeads, d]).transpose([
-        0,
-        2,
-        1,
-        3,
-      ]) as tf.Tensor4D;
-    let keys = heads("W_key"), values = heads("W_value");
-    const queries = heads("W_query");
+    const heads = (proj: LinearLike) =>
+      proj.apply(x).reshape([b, t, nHeads, d]).transpose([0, 2, 1, 3]) as tf.Tensor4D;
+    let keys = heads(this.W_key), values = heads(this.W_value);
+    const queries = heads(this.W_query);
     if (cache) {
       if (cache.keys && cache.values) {
         keys = tf.concat([cache.keys, keys], 2);
@@ -69,44 +83,45 @@ export class MultiHeadAttention extends Module {
       t,
       this.cfg.embDim,
     ]);
-    return this.child<LinearLike>("out_proj").apply(context) as tf.Tensor3D;
+    return this.out_proj.apply(context) as tf.Tensor3D;
   }
 }
 
-/** Linear(E, 4E) -> GELU -> Linear(4E, E); children named "layers.0" and "layers.2" like the book. */
+/** The book's `nn.Sequential(Linear(E, 4E), GELU(), Linear(4E, E))`: names `layers.0`, `layers.2`. */
 export class FeedForward extends Module {
+  readonly layers: Sequential;
   constructor(cfg: GPTConfig, seeds: SeedStream) {
     super();
-    const layers = this.addChild("layers", new Sequential());
-    layers.setChild("0", new Linear(cfg.embDim, 4 * cfg.embDim, { seed: seeds.next() }));
-    layers.setChild("2", new Linear(4 * cfg.embDim, cfg.embDim, { seed: seeds.next() }));
+    const s = blockLinearShapes(cfg);
+    const expand = linear(s["ff.layers.0"], seeds), project = linear(s["ff.layers.2"], seeds);
+    this.layers = this.addChild("layers", new Sequential(expand, new GELU(), project));
   }
   apply(x: tf.Tensor): tf.Tensor {
-    const layers = this.child("layers");
-    return layers.child<LinearLike>("2").apply(gelu(layers.child<LinearLike>("0").apply(x)));
+    return this.layers.apply(x);
   }
 }
-
-/** A plain container, so that names read `ff.layers.0.weight` as in the book. */
-class Sequential extends Module {}
 
 /** Pre-LayerNorm transformer block with residual connections and shortcut dropout. */
 export class TransformerBlock extends Module {
+  readonly att: MultiHeadAttention;
+  readonly ff: FeedForward;
+  readonly norm1: LayerNorm;
+  readonly norm2: LayerNorm;
+
   constructor(readonly cfg: GPTConfig, seeds: SeedStream, readonly dropSeeds: SeedStream) {
     super();
-    this.addChild("att", new MultiHeadAttention(cfg, seeds, dropSeeds));
-    this.addChild("ff", new FeedForward(cfg, seeds));
-    this.addChild("norm1", new LayerNorm(cfg.embDim));
-    this.addChild("norm2", new LayerNorm(cfg.embDim));
+    this.att = this.addChild("att", new MultiHeadAttention(cfg, seeds, dropSeeds));
+    this.ff = this.addChild("ff", new FeedForward(cfg, seeds));
+    this.norm1 = this.addChild("norm1", new LayerNorm(cfg.embDim));
+    this.norm2 = this.addChild("norm2", new LayerNorm(cfg.embDim));
   }
+
+  /** x: [B, T, E] -> x + att(norm1(x)), then h + ff(norm2(h)) (dropout on both shortcuts). */
   apply(x: tf.Tensor3D, cache?: LayerCache): tf.Tensor3D {
     const drop = (t: tf.Tensor) => dropout(t, this.cfg.dropRate, this.training, this.dropSeeds);
-    const att = this.child<MultiHeadAttention>("att").apply(
-      this.child<LayerNorm>("norm1").apply(x) as tf.Tensor3D,
-      cache,
-    );
+    const att = this.att.apply(this.norm1.apply(x) as tf.Tensor3D, cache);
     const h = tf.add(x, drop(att));
-    const ff = this.child<FeedForward>("ff").apply(this.child<LayerNorm>("norm2").apply(h));
+    const ff = this.ff.apply(this.norm2.apply(h));
     return tf.add(h, drop(ff)) as tf.Tensor3D;
   }
 }
@@ -121,6 +136,12 @@ export interface GPTModelOptions {
 export class GPTModel extends Module {
   /** Seeds of the dropout masks; its counter is saved in checkpoints so resumed runs repeat. */
   readonly dropSeeds: SeedStream;
+  readonly tok_emb: Embedding;
+  readonly pos_emb: Embedding;
+  readonly trf_blocks: ModuleList<TransformerBlock>;
+  readonly final_norm: LayerNorm;
+  /** The vocabulary-wide head [E, V] (or chapter 6's classifier, or either wrapped in LoRA). */
+  readonly out_head: LinearLike;
 
   constructor(readonly config: GPTConfig, { seed = 123 }: GPTModelOptions = {}) {
     super();
@@ -128,17 +149,21 @@ export class GPTModel extends Module {
     assertFitsDevice(parameterShapes(config));
     const c = config, seeds = new SeedStream(seed);
     this.dropSeeds = new SeedStream(seed + 1);
-    this.addChild("tok_emb", new Embedding(c.vocabSize, c.embDim, { seed: seeds.next() }));
-    this.addChild("pos_emb", new Embedding(c.contextLength, c.embDim, { seed: seeds.next() }));
-    const blocks = this.addChild("trf_blocks", new Sequential());
-    for (let i = 0; i < c.nLayers; i++) {
-      blocks.setChild(String(i), new TransformerBlock(c, seeds, this.dropSeeds));
-    }
-    this.addChild("final_norm", new LayerNorm(c.embDim));
-    this.addChild(
-      "out_head",
-      new Linear(c.embDim, c.vocabSize, { bias: false, seed: seeds.next() }),
+    this.tok_emb = this.addChild(
+      "tok_emb",
+      new Embedding(c.vocabSize, c.embDim, { seed: seeds.next() }),
     );
+    this.pos_emb = this.addChild(
+      "pos_emb",
+      new Embedding(c.contextLength, c.embDim, { seed: seeds.next() }),
+    );
+    const blocks = Array.from(
+      { length: c.nLayers },
+      () => new TransformerBlock(c, seeds, this.dropSeeds),
+    );
+    this.trf_blocks = this.addChild("trf_blocks", new ModuleList(blocks));
+    this.final_norm = this.addChild("final_norm", new LayerNorm(c.embDim));
+    this.out_head = this.addChild("out_head", linear(headShape(c), seeds));
   }
 
   /**
@@ -154,37 +179,25 @@ export class GPTModel extends Module {
       );
     }
     return tf.tidy(() => {
-      const tok = this.child<Embedding>("tok_emb").apply(ids);
-      const pos = this.child<Embedding>("pos_emb").apply(tf.range(start, start + t, 1, "int32"));
+      const tok = this.tok_emb.apply(ids);
+      const pos = this.pos_emb.apply(tf.range(start, start + t, 1, "int32"));
       let x = dropout(
         tf.add(tok, pos),
         this.config.dropRate,
         this.training,
         this.dropSeeds,
       ) as tf.Tensor3D;
-      this.blocks().forEach((block, i) => {
+      this.trf_blocks.items.forEach((block, i) => {
         x = block.apply(x, caches?.[i]);
       });
-      x = this.child<LayerNorm>("final_norm").apply(x) as tf.Tensor3D;
-      return this.child<LinearLike>("out_head").apply(x) as tf.Tensor3D;
+      x = this.final_norm.apply(x) as tf.Tensor3D;
+      return this.out_head.apply(x) as tf.Tensor3D;
     });
   }
 
   /** The transformer blocks in order. */
-  blocks(): TransformerBlock[] {
-    return this.child("trf_blocks").namedChildren().map(([, m]) => m as TransformerBlock);
-  }
-
-  /** Number of parameters; `trainableOnly` counts those not frozen. */
-  numParams({ trainableOnly = false } = {}): number {
-    let n = 0;
-    for (const v of this.namedParameters().values()) if (!trainableOnly || v.trainable) n += v.size;
-    return n;
-  }
-
-  /** Freezes (or unfreezes) every parameter, like `param.requires_grad = False` for all. */
-  setTrainable(on: boolean): void {
-    for (const v of this.namedParameters().values()) v.trainable = on;
+  blocks(): readonly TransformerBlock[] {
+    return this.trf_blocks.items;
   }
 }
 

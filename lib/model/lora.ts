@@ -167,23 +167,20 @@ export function kaimingUniformBound(shape: readonly number[], a: number): number
 export class LinearWithLoRA extends Module implements LinearLike {
   readonly inDim: number;
   readonly outDim: number;
+  /** The wrapped (usually frozen) layer. */
+  readonly linear: Linear;
+  /** The trainable low-rank branch. */
+  readonly lora: LoRALayer;
 
   constructor(linear: Linear, rank: number, alpha: number, opts: LoRAOptions = {}) {
     super();
     this.inDim = linear.inDim;
     this.outDim = linear.outDim;
-    this.addChild("linear", linear);
-    this.addChild("lora", new LoRALayer(linear.inDim, linear.outDim, rank, alpha, opts));
-  }
-
-  /** The wrapped (usually frozen) layer. */
-  get linear(): Linear {
-    return this.child<Linear>("linear");
-  }
-
-  /** The trainable low-rank branch. */
-  get lora(): LoRALayer {
-    return this.child<LoRALayer>("lora");
+    this.linear = this.addChild("linear", linear);
+    this.lora = this.addChild(
+      "lora",
+      new LoRALayer(linear.inDim, linear.outDim, rank, alpha, opts),
+    );
   }
 
   apply(x: tf.Tensor): tf.Tensor {
@@ -332,14 +329,12 @@ export function replaceLinearWithLora(model: Module, opts: ReplaceLinearOptions)
 
 /** Freezes every parameter (the book's `for param in model.parameters(): param.requires_grad = False`). */
 export function freezeAll(model: Module): void {
-  for (const v of model.namedParameters().values()) v.trainable = false;
+  model.setTrainable(false);
 }
 
 /** Number of trainable parameters (`sum(p.numel() for p in model.parameters() if p.requires_grad)`). */
 export function countTrainable(model: Module): number {
-  let n = 0;
-  for (const v of model.namedParameters().values()) if (v.trainable) n += v.size;
-  return n;
+  return model.numParams({ trainableOnly: true });
 }
 
 /** The three counts of exercise 7.4, and the wrapped layers. */

@@ -1,7 +1,7 @@
 /** Folding LoRA updates back into plain weights (appendix E). */
 import * as tf from "@tensorflow/tfjs";
 import { GPTModel } from "./gpt.ts";
-import type { Linear, LinearLike } from "./nn.ts";
+import { Linear } from "./nn.ts";
 import { replaceHeadWithClassifier } from "./classifier.ts";
 import { baseParamName, isLoraParam, LinearWithLoRA, loraLayers } from "./lora.ts";
 
@@ -12,10 +12,10 @@ import { baseParamName, isLoraParam, LinearWithLoRA, loraLayers } from "./lora.t
  */
 export function mergeLora(model: GPTModel): GPTModel {
   const merged = new GPTModel(model.config);
-  const head = model.child<LinearLike>("out_head");
-  const headLinear = head instanceof LinearWithLoRA ? head.linear : head as Linear;
-  if (headLinear.outDim !== model.config.vocabSize || headLinear.bias !== undefined) {
-    replaceHeadWithClassifier(merged, headLinear.outDim);
+  const head = model.out_head instanceof LinearWithLoRA ? model.out_head.linear : model.out_head;
+  const hasBias = head instanceof Linear && head.bias !== undefined;
+  if (head.outDim !== model.config.vocabSize || hasBias) {
+    replaceHeadWithClassifier(merged, head.outDim);
   }
   const source = new Map<string, tf.Tensor>();
   const keep: tf.Tensor[] = [];

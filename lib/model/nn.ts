@@ -1,10 +1,15 @@
 /**
  * A minimal module system on TensorFlow.js, shaped like PyTorch's nn.Module: named parameters,
  * named sub-modules that can be replaced (LoRA swaps linears), and a train/eval flag.
+ *
+ * A module keeps its children as typed fields (`this.norm1 = this.addChild("norm1", ...)`, read as
+ * `this.norm1`); the registration gives the book's parameter names (`trf_blocks.0.norm1.scale`),
+ * and `setChild` swaps a child and its field together, as PyTorch's `setattr` does.
  */
 import * as tf from "@tensorflow/tfjs";
 import { dropoutMask } from "../kernels/fused/dropout.ts";
 import { layerNorm } from "../kernels/fused/layernorm.ts";
+import { gelu } from "../kernels/fused/gelu.ts";
 
 export { dropoutMask } from "../kernels/fused/dropout.ts";
 /** GELU, tanh approximation (the book's and GPT-2's "gelu_new"); fused where the backend can. */
@@ -35,11 +40,11 @@ export abstract class Module {
     return out;
   }
 
-  /** A direct child by name. */
-  child<T extends Module = Module>(name: string): T {
+  /** A direct child by name (for walking the tree by names; code reads the typed fields). */
+  child(name: string): Module {
     const m = this.children.get(name);
     if (!m) throw new Error(`${this.constructor.name} has no child "${name}"`);
-    return m as T;
+    return m;
   }
 
   /** Direct children, in order. */
@@ -47,9 +52,16 @@ export abstract class Module {
     return [...this.children];
   }
 
-  /** Replaces (or adds) a direct child: how LoRA swaps a Linear for a LinearWithLoRA. */
+  /**
+   * Replaces a direct child: how LoRA swaps a Linear for a LinearWithLoRA. The typed field of the
+   * same name (`model.out_head`) follows.
+   */
   setChild(name: string, module: Module): void {
+    if (!this.children.has(name)) {
+      throw new Error(`${this.constructor.name} has no child "${name}" to replace`);
+    }
     this.children.set(name, module);
+    if (Object.hasOwn(this, name)) Reflect.set(this, name, module);
   }
 
   /** Switches dropout on (train) or off (eval) in this module and all below it. */
@@ -61,6 +73,18 @@ export abstract class Module {
   /** Eval mode: dropout off. */
   eval(): this {
     return this.train(false);
+  }
+
+  /** Freezes (or unfreezes) every parameter, like `param.requires_grad = False` for all. */
+  setTrainable(on: boolean): void {
+    for (const v of this.namedParameters().values()) v.trainable = on;
+  }
+
+  /** Number of parameters; `trainableOnly` counts those not frozen. */
+  numParams({ trainableOnly = false } = {}): number {
+    let n = 0;
+    for (const v of this.namedParameters().values()) if (!trainableOnly || v.trainable) n += v.size;
+    return n;
   }
 
   /** Frees every parameter's memory. */
@@ -81,11 +105,65 @@ export abstract class Module {
   }
 }
 
+/** A module that maps a tensor to a tensor: what `Sequential` chains. */
+export interface Layer extends Module {
+  apply(x: tf.Tensor): tf.Tensor;
+}
+
 /** Something that maps [..., inDim] to [..., outDim]: a Linear or a LoRA-wrapped one. */
-export interface LinearLike extends Module {
+export interface LinearLike extends Layer {
   readonly inDim: number;
   readonly outDim: number;
-  apply(x: tf.Tensor): tf.Tensor;
+}
+
+function isLayer(m: Module): m is Layer {
+  return "apply" in m && typeof m.apply === "function";
+}
+
+/** PyTorch's `nn.Sequential`: layers applied in order, named "0", "1", ... */
+export class Sequential extends Module implements Layer {
+  readonly #layers: Layer[];
+  constructor(...layers: Layer[]) {
+    super();
+    layers.forEach((l, i) => this.addChild(String(i), l));
+    this.#layers = layers;
+  }
+
+  /** The layers in order. */
+  get layers(): readonly Layer[] {
+    return this.#layers;
+  }
+
+  override setChild(name: string, module: Module): void {
+    if (!isLayer(module)) throw new Error(`Sequential: "${name}" must be a layer with apply()`);
+    super.setChild(name, module);
+    this.#layers[Number(name)] = module;
+  }
+
+  apply(x: tf.Tensor): tf.Tensor {
+    return this.#layers.reduce((h, layer) => layer.apply(h), x);
+  }
+}
+
+/** PyTorch's `nn.ModuleList`: modules named "0", "1", ..., fixed once built. */
+export class ModuleList<T extends Module> extends Module {
+  readonly items: readonly T[];
+  constructor(items: T[]) {
+    super();
+    items.forEach((m, i) => this.addChild(String(i), m));
+    this.items = items;
+  }
+
+  override setChild(name: string): void {
+    throw new Error(`ModuleList: item "${name}" cannot be replaced (replace modules inside it)`);
+  }
+}
+
+/** The book's `GELU()` module (no parameters), for `Sequential`. */
+export class GELU extends Module implements Layer {
+  apply(x: tf.Tensor): tf.Tensor {
+    return gelu(x);
+  }
 }
 
 /** A source of distinct seeds, so that dropout masks repeat from run to run and resume exactly. */

@@ -9,6 +9,7 @@ import { writeTextAtomic } from "../util/fs.ts";
 import { run } from "./proc.ts";
 import { parseArgv } from "../cli/args.ts";
 import { findSyncReads } from "./sync_reads.ts";
+import { findLayerProblems, MAX_LINES } from "./layers.ts";
 import {
   cellOfLine,
   type CellSpan,
@@ -29,6 +30,8 @@ Steps (all run; exit 1 if any fails):
   types       deno check lib tests bench
   sync-reads  no dataSync()/arraySync()/bufferSync() in lib, tests, bench or notebook cells
               (WebGPU under Deno has no synchronous read: use await t.data())
+  layers      lib/ imports go from higher layers to lower ones only (util <- model <- io <-
+              data <- train <- cli, lib/tools/layers.ts), and no lib file over ${MAX_LINES} lines
   notebooks   no committed outputs or execution counts, Deno kernelspec; code cells of each
               notebook concatenated into build/check/NAME.ts, then deno check + deno lint on them
               (errors name the notebook cell). Strip outputs with:
@@ -157,6 +160,14 @@ async function checkSyncReads(): Promise<boolean> {
   return found.length === 0;
 }
 
+/** Lists every upward import and oversized lib file; true when there is none. */
+async function checkLayers(): Promise<boolean> {
+  const found = await findLayerProblems("lib");
+  for (const p of found) console.error(`${p.where}: ${p.message}`);
+  if (found.length === 0) console.log("lib/ imports go one way; no file over the limit");
+  return found.length === 0;
+}
+
 /** Runs every step and prints a summary; returns the number of failed steps. */
 export async function check(): Promise<number> {
   const dirs = withFiles(CODE_DIRS, [".ts"]);
@@ -168,6 +179,7 @@ export async function check(): Promise<number> {
     ["lint", async () => (await run(["deno", "lint", ...dirs])).ok],
     ["types", async () => (await run(["deno", "check", ...dirs])).ok],
     ["sync-reads", checkSyncReads],
+    ["layers", checkLayers],
     ["notebooks", checkNotebooks],
   ];
   const failed: string[] = [];

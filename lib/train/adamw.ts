@@ -180,7 +180,7 @@ export class AdamW {
     }
   }
 
-  /** A copy of the state for a checkpoint (reads the moments back synchronously). */
+  /** A copy of the state for a checkpoint (the moments read back with `await data()`). */
   async stateDict(): Promise<AdamWStateDict> {
     const state: AdamWStateDict["state"] = {};
     for (const [name, s] of this.#state) {

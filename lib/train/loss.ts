@@ -44,8 +44,9 @@ export function calcLossBatch(
 }
 
 /**
- * What training and evaluation need from a loader (TextDataLoader, InstructionLoader): batches
- * per epoch, epochs that can start mid-way, and a shuffle state to save and restore.
+ * What training and evaluation need from a loader (the DataLoader of ../data/loader.ts, as
+ * TextDataLoader and InstructionLoader are): batches per epoch, epochs that can start mid-way, a
+ * shuffle state to save and restore, and a look at the next epoch's first batches.
  */
 export interface DataLoader extends Iterable<Batch> {
   /** Batches per epoch (`len(loader)`). */
@@ -54,6 +55,8 @@ export interface DataLoader extends Iterable<Batch> {
   state: { rngState: number };
   /** One epoch of batches (draws a new order when shuffling), starting at batch `skip`. */
   epoch(skip?: number): Iterable<Batch>;
+  /** The next epoch's first `n` batches, without moving the shuffle state. */
+  peek(n?: number): Iterable<Batch>;
 }
 
 /**
@@ -67,18 +70,12 @@ export async function calcLossLoader(
 ): Promise<number> {
   if (loader.length === 0) return NaN;
   const n = Math.min(numBatches ?? loader.length, loader.length);
-  let total = 0, i = 0;
-  // Evaluation must not disturb the training order: restore the shuffle state afterwards.
-  const saved = loader.state;
-  try {
-    for (const { inputs, targets } of loader.epoch()) {
-      const loss = calcLossBatch(inputs, targets, model);
-      total += (await loss.data())[0];
-      tf.dispose([loss, inputs, targets]);
-      if (++i >= n) break;
-    }
-  } finally {
-    loader.state = saved;
+  let total = 0;
+  // peek: evaluation must not disturb the training order.
+  for (const { inputs, targets } of loader.peek(n)) {
+    const loss = calcLossBatch(inputs, targets, model);
+    total += (await loss.data())[0];
+    tf.dispose([loss, inputs, targets]);
   }
   return total / n;
 }
