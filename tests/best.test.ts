@@ -154,6 +154,7 @@ Deno.test("best tracking without validation batches is refused with one clear li
     length: 0,
     state: { rngState: 0 },
     epoch: () => [],
+    peek: () => [],
     [Symbol.iterator]: () => [][Symbol.iterator](),
   };
   assertEquals(empty.length, 0);
