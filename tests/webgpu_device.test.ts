@@ -76,3 +76,32 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "pretraining a model too large for the device is one error line naming the tensor, and writes nothing",
+  ignore: ignore || info.maxTensorBytes! >= 50257 * 1024 * 4,
+  async fn() {
+    const out = join(await Deno.makeTempDir(), "run");
+    const cli = new URL("../lib/cli.ts", import.meta.url).pathname;
+    const data = new URL("../data/the-verdict.txt", import.meta.url).pathname;
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", cli, "pretrain", "--data", data, "--model", "gpt2-medium"]
+        .concat(["--context-length", "128", "--out", out]),
+      env: { LLM_BACKEND: "webgpu", NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const lines = new TextDecoder().decode(r.stderr).trim().split("\n");
+    assert.equal(r.code, 1);
+    assert.match(
+      lines.at(-1)!,
+      /^error: tok_emb\.weight \[50257,1024\] needs 196 MiB but this webgpu device binds at most \d+ MiB per tensor/,
+    );
+    assert.ok(
+      lines.every((l) => l.startsWith("backend: ") || l.startsWith("error: ")),
+      lines.join("\n"),
+    );
+    await assert.rejects(() => Deno.stat(out), Deno.errors.NotFound);
+  },
+});

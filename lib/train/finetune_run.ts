@@ -5,7 +5,7 @@
  * `planFinetuning` is the dry run (split sizes, batches, steps).
  */
 import { join } from "node:path";
-import { initBackend } from "../backend.ts";
+import { assertModelFits, initBackend } from "../backend.ts";
 import type { GPTConfig } from "../model/config.ts";
 import type { GPTModel } from "../model/gpt.ts";
 import { applyLora, formatLoraCounts, type LoraScaling, parseLoraTargets } from "../model/lora.ts";
@@ -231,6 +231,7 @@ export async function runFinetuning(o: FinetuneRunOptions): Promise<FinetuneRunR
   const p = await prepare(o, note);
   // loadBaseModel's model: the weights' config with dropout 0, as the book finetunes.
   const settings = await finetuneSettings(o, p, { ...p.config!, dropRate: 0 });
+  if (p.config) await assertModelFits(p.config); // before the run folder exists
   const run = await RunFolder.open({
     dir: o.out,
     resume: o.resume,

@@ -8,7 +8,7 @@
  * console.log(r.history.evals.at(-1)); // the last evaluation
  * ```
  */
-import { initBackend } from "../backend.ts";
+import { assertModelFits, initBackend } from "../backend.ts";
 import { type GPTConfig, resolveConfig, validateConfig } from "../model/config.ts";
 import { GPTModel } from "../model/gpt.ts";
 import { createDataloaderV1, trainValSplit } from "../data/text.ts";
@@ -282,6 +282,7 @@ export async function runPretraining(options: PretrainRunOptions): Promise<Pretr
   const o = withDefaults(options);
   const note = o.note ?? console.error;
   const { config, text, trainLoader, valLoader, totalSteps, warmup } = await prepare(o);
+  await assertModelFits(config); // before the run folder exists
   const run = await RunFolder.open({
     dir: o.out,
     resume: o.resume,
