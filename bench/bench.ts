@@ -38,7 +38,9 @@ import { UserError } from "../lib/util/errors.ts";
 import { generate } from "../lib/model/generate.ts";
 import { GPTModel } from "../lib/model/gpt.ts";
 import { AdamW } from "../lib/train/adamw.ts";
+import { calcLossBatch } from "../lib/train/loss.ts";
 import { trainStep } from "../lib/train/train.ts";
+import { type SftEstimate, sftEstimate, type SftLengths, sftLengths } from "./sft.ts";
 
 /** The Debian interpreter that has torch (the `python3` on PATH may not); env BENCH_PYTHON overrides. */
 export const TORCH_PYTHON = Deno.env.get("BENCH_PYTHON") || "/usr/bin/python3";
@@ -51,11 +53,25 @@ const BUSY_OTHERS_PCT = 10;
 const GENERATE_WARMUP_TOKENS = 16;
 
 /** Benchmark configs: a preset of lib/model/config.ts and the batch size. */
-export const BENCH_CONFIGS = {
+export const BENCH_CONFIGS: Record<
+  string,
+  { preset: string; batch: number; steps: number; warmup: number; overrides?: Partial<GPTConfig> }
+> = {
+  // A smoke test of the machinery (seconds even on a software GPU): not a figure to quote.
+  "micro": {
+    preset: "gpt-tiny",
+    batch: 2,
+    steps: 3,
+    warmup: 1,
+    overrides: { vocabSize: 512, contextLength: 32, embDim: 64 },
+  },
   "tiny": { preset: "gpt-tiny", batch: 4, steps: 10, warmup: 2 },
   "gpt-124m-book": { preset: "gpt-124m-book", batch: 2, steps: 3, warmup: 1 },
-} as const;
-export type BenchConfigName = keyof typeof BENCH_CONFIGS;
+  // Chapter 7's finetuning step: GPT-2 medium as OpenAI's weights load (qkv bias, dropout 0),
+  // batch 8 at the mean collated length of the book's data (bench/sft.ts).
+  "gpt2-medium-sft": { preset: "gpt2-medium", batch: 8, steps: 3, warmup: 1 },
+};
+export type BenchConfigName = string;
 export const BENCH_MODES = ["train", "generate"] as const;
 export type BenchMode = typeof BENCH_MODES[number];
 /** Defaults of generate mode (the --config flag does not apply: the model is gpt2-small's shape). */
@@ -73,27 +89,40 @@ export interface BenchOptions {
   newTokens: number;
   /** torch.set_num_threads of the peer; null: the number of cores. */
   torchThreads: number | null;
+  /** Our tfjs backend (LLM_BACKEND of our worker); null: initBackend's choice. */
+  backend: string | null;
+  /** The peer's torch device: "cpu" or "cuda". */
+  device: "cpu" | "cuda";
+  /** Tokens per row of gpt2-medium-sft (the mean collated length); set by runBench. */
+  seqLen?: number;
   json: boolean;
   help: boolean;
 }
 
 export const USAGE =
-  "usage: deno task bench [--config tiny|gpt-124m-book] [--mode train|generate] [--steps N] " +
-  "[--warmup N] [--new-tokens N] [--torch-threads N] [--json] [--help]\n" +
+  "usage: deno task bench [--config tiny|gpt-124m-book|gpt2-medium-sft|micro] [--mode train|generate] " +
+  "[--steps N] [--warmup N] [--new-tokens N] [--backend NAME] [--device cpu|cuda] " +
+  "[--torch-threads N] [--json] [--help]\n" +
   "  train (default): ms/step of our training step vs PyTorch's, alternating after warm-up\n" +
   "    --config tiny (default; steps 10, warmup 2) or gpt-124m-book (steps 3, warmup 1)\n" +
+  "    or gpt2-medium-sft: chapter 7's finetuning step (batch 8 at the mean collated length of\n" +
+  "    data/instruction-data.json) and the whole 2-epoch finetune in minutes, extrapolated\n" +
   "  generate: greedy tokens/s with a KV cache, gpt2-small shape, 256 new tokens (--new-tokens);\n" +
   "    steps 3, warmup 1 (warm-up generations are 16 tokens)\n" +
+  `  --backend: our tfjs backend (cpu, webgpu, ...; default: initBackend's choice)\n` +
+  `  --device: the peer's torch device, cpu (default) or cuda\n` +
   `  --torch-threads: torch.set_num_threads of the peer (default: the number of cores)\n` +
   `  --json: one JSON line. The peer is ${TORCH_PYTHON} with torch; without it ours runs alone.`;
 
 const BENCH_FLAGS = defineFlags({
-  config: { type: "string", help: "tiny (default) or gpt-124m-book" },
+  config: { type: "string", help: "tiny (default), gpt-124m-book, gpt2-medium-sft or micro" },
   mode: { type: "string", choices: BENCH_MODES, default: "train", help: "what to time" },
   steps: { type: "int", min: 1, help: "timed steps of each side" },
   warmup: { type: "int", min: 0, help: "untimed steps first" },
   "new-tokens": { type: "int", min: 1, help: "new tokens per generation" },
   "torch-threads": { type: "int", min: 1, help: "torch.set_num_threads of the peer" },
+  backend: { type: "string", help: "our tfjs backend (cpu, webgpu, ...)" },
+  device: { type: "string", choices: ["cpu", "cuda"], default: "cpu", help: "the peer's device" },
   json: { type: "boolean", help: "one JSON line" },
 });
 
@@ -123,6 +152,8 @@ export function parseBenchArgs(argv: string[]): BenchOptions {
     warmup: values.warmup ?? defaults.warmup,
     newTokens,
     torchThreads: values["torch-threads"] ?? null,
+    backend: values.backend ?? null,
+    device: values.device,
     json: values.json,
     help,
   };
@@ -137,6 +168,8 @@ export interface BenchWorkload {
   model: GPTConfig;
   /** Sequences per batch (train) or 1 (generate). */
   batch: number;
+  /** Tokens per row of a training batch (the context length, or the sft length). */
+  seqLen: number;
   /** Tokens per timed step: batch x context (train) or new tokens (generate). */
   tokensPerStep: number;
 }
@@ -146,11 +179,17 @@ export function workload(o: BenchOptions): BenchWorkload {
   if (o.mode === "generate") {
     // gpt2-small as OpenAI's checkpoints load it (qkv bias on); dropout off for inference.
     const model = resolveConfig("gpt2-small", { qkvBias: true, dropRate: 0 });
-    return { model, batch: 1, tokensPerStep: o.newTokens };
+    return { model, batch: 1, seqLen: o.newTokens, tokensPerStep: o.newTokens };
   }
   const c = BENCH_CONFIGS[o.config];
-  const model = resolveConfig(c.preset, { dropRate: 0.1 });
-  return { model, batch: c.batch, tokensPerStep: c.batch * model.contextLength };
+  if (o.config === "gpt2-medium-sft") {
+    if (!o.seqLen) throw new Error("gpt2-medium-sft needs seqLen (runBench computes it)");
+    const model = resolveConfig(c.preset, { qkvBias: true, dropRate: 0 });
+    return { model, batch: c.batch, seqLen: o.seqLen, tokensPerStep: c.batch * o.seqLen };
+  }
+  const model = resolveConfig(c.preset, { dropRate: 0.1, ...c.overrides });
+  const seqLen = model.contextLength;
+  return { model, batch: c.batch, seqLen, tokensPerStep: c.batch * seqLen };
 }
 
 /** Where the run happened. */
@@ -226,6 +265,19 @@ export interface BenchResult {
   torch: SideResult | null;
   /** Why the peer is missing (when torch is null). */
   peerMissing?: string;
+  /** gpt2-medium-sft: the collated lengths and the evaluation forward passes' medians. */
+  sft?: { lengths: SftLengths; oursForwardMs: number; torchForwardMs: number | null };
+}
+
+/** gpt2-medium-sft's extra figures: the whole chapter-7 finetune, extrapolated. */
+export interface SftJson {
+  lengths: SftLengths;
+  oursForwardMs: number;
+  torchForwardMs: number | null;
+  /** Always true: minutes = steps x median step + evaluation forwards x median forward. */
+  extrapolated: true;
+  ours: SftEstimate;
+  torch: SftEstimate | null;
 }
 
 /** The --json line's object. */
@@ -235,6 +287,8 @@ export interface BenchJson {
   config: string;
   model: GPTConfig;
   batch: number;
+  /** Tokens per row of a training batch. */
+  seqLen: number;
   tokensPerStep: number;
   steps: number;
   warmup: number;
@@ -252,6 +306,10 @@ export interface BenchJson {
   ours: string;
   peer: string | null;
   peerMissing: string | null;
+  /** The peer's torch device. */
+  device: "cpu" | "cuda";
+  /** gpt2-medium-sft only. */
+  sft?: SftJson;
   machine: MachineInfo;
 }
 
@@ -265,6 +323,7 @@ export function toJsonSummary(r: BenchResult): BenchJson {
     config: o.mode === "generate" ? "gpt2-small" : o.config,
     model: w.model,
     batch: w.batch,
+    seqLen: w.seqLen,
     tokensPerStep: w.tokensPerStep,
     steps: o.steps,
     warmup: o.warmup,
@@ -281,7 +340,23 @@ export function toJsonSummary(r: BenchResult): BenchJson {
     ours: ours.detail,
     peer: torch?.detail ?? null,
     peerMissing: torch ? null : r.peerMissing ?? "torch not available",
+    device: o.device,
+    ...(r.sft ? { sft: sftJson(r) } : {}),
     machine: r.machine,
+  };
+}
+
+function sftJson(r: BenchResult): SftJson {
+  const { lengths, oursForwardMs, torchForwardMs } = r.sft!;
+  return {
+    lengths,
+    oursForwardMs: round(oursForwardMs),
+    torchForwardMs: torchForwardMs === null ? null : round(torchForwardMs),
+    extrapolated: true,
+    ours: sftEstimate(lengths, r.ours.medianMs, oursForwardMs),
+    torch: r.torch && torchForwardMs !== null
+      ? sftEstimate(lengths, r.torch.medianMs, torchForwardMs)
+      : null,
   };
 }
 
@@ -293,7 +368,7 @@ export function formatMarkdown(r: BenchResult): string {
   const j = toJsonSummary(r), m = r.machine;
   const what = j.mode === "generate"
     ? `generate, gpt2-small shape, ${j.newTokens} new tokens (greedy, KV cache)`
-    : `train, ${j.config} (batch ${j.batch} x ${j.model.contextLength} tokens, AdamW, dropout 0.1)`;
+    : `train, ${j.config} (batch ${j.batch} x ${j.seqLen} tokens, AdamW, dropout ${j.model.dropRate})`;
   const unit = j.mode === "generate" ? "ms/generation" : "ms/step";
   const rows = [
     `| ${what} | median ${unit} | tokens/s | peak RSS MB |`,
@@ -313,6 +388,16 @@ export function formatMarkdown(r: BenchResult): string {
     );
   } else {
     rows.push(`| PyTorch | missing: ${j.peerMissing} | | |`);
+  }
+  if (j.sft) {
+    const e = j.sft;
+    rows.push(
+      `| whole finetune, 2 epochs of ${e.lengths.trainEntries} entries (${e.ours.steps} steps + ` +
+        `${e.ours.evalForwards} eval forwards, extrapolated) | ours ${
+          e.ours.minutes.toFixed(2)
+        } min | ` +
+        `PyTorch ${e.torch ? e.torch.minutes.toFixed(2) + " min" : "-"} | |`,
+    );
   }
   return [
     ...rows,
@@ -335,16 +420,25 @@ async function ourWorker(o: BenchOptions): Promise<void> {
   const w = workload(o);
   const model = new GPTModel(w.model, { seed: 123 });
   let step: (() => Promise<Record<string, unknown>>) | undefined;
+  let forward: (() => Promise<Record<string, unknown>>) | undefined;
   if (o.mode === "train") {
     const optimizer = new AdamW(model.namedParameters(), { lr: LR, weightDecay: WEIGHT_DECAY });
-    const shape: [number, number] = [w.batch, w.model.contextLength];
+    const shape: [number, number] = [w.batch, w.seqLen];
     const batch = {
       inputs: tf.randomUniform(shape, 0, w.model.vocabSize, "int32", 1) as tf.Tensor2D,
       targets: tf.randomUniform(shape, 0, w.model.vocabSize, "int32", 2) as tf.Tensor2D,
     };
-    model.train();
     step = async () => {
+      model.train();
       const { loss } = await trainStep(model, optimizer, batch, { lr: LR, maxGradNorm: null });
+      return { loss };
+    };
+    // An evaluation batch: forward and loss only (the finetune's calc_loss_loader).
+    forward = async () => {
+      model.eval();
+      const value = tf.tidy(() => calcLossBatch(batch.inputs, batch.targets, model));
+      const loss = (await value.data())[0];
+      value.dispose();
       return { loss };
     };
   } else model.eval();
@@ -361,6 +455,7 @@ async function ourWorker(o: BenchOptions): Promise<void> {
     const t0 = performance.now();
     let result: Record<string, unknown>;
     if (cmd === "step" && step) result = await step();
+    else if (cmd === "fwd" && forward) result = await forward();
     else if (cmd === "gen") {
       const ids = await generate(model, PROMPT_IDS, {
         maxNewTokens: Number(arg),
@@ -465,6 +560,10 @@ function torchArgs(o: BenchOptions, w: BenchWorkload, threads: number): string[]
     `${c.vocabSize}`,
     "--ctx",
     `${c.contextLength}`,
+    "--seq",
+    `${w.seqLen}`,
+    "--device",
+    o.device,
     "--emb",
     `${c.embDim}`,
     "--layers",
@@ -483,22 +582,31 @@ function torchArgs(o: BenchOptions, w: BenchWorkload, threads: number): string[]
 
 /** Runs the comparison (see the module comment); `log` gets progress lines. */
 export async function runBench(
-  o: BenchOptions,
+  options: BenchOptions,
   log: (line: string) => void = (l) => console.error(l),
 ): Promise<BenchResult> {
+  const lengths = options.config === "gpt2-medium-sft" && options.mode === "train"
+    ? await sftLengths()
+    : undefined;
+  const o = lengths ? { ...options, seqLen: lengths.mean } : options;
+  if (lengths) {
+    log(
+      `chapter 7 data: ${lengths.batchesPerEpoch} batches of ${lengths.batchSize} per epoch, ` +
+        `collated length ${lengths.min}..${lengths.max}, mean ${lengths.mean} (timed)`,
+    );
+  }
   const w = workload(o), machine = machineInfo();
   const peerMissing = await torchMissing();
   const workers: Worker[] = [];
   try {
     // One at a time: building both at once would only slow both.
     log(`starting ours (${o.mode}) ...`);
-    const ours = new Worker("ours", Deno.execPath(), [
-      "run",
-      "-A",
-      new URL(import.meta.url).pathname,
-      "--worker",
-      JSON.stringify(o),
-    ]);
+    const ours = new Worker(
+      "ours",
+      Deno.execPath(),
+      ["run", "-A", new URL(import.meta.url).pathname, "--worker", JSON.stringify(o)],
+      o.backend ? { LLM_BACKEND: o.backend } : {},
+    );
     workers.push(ours);
     ours.detail = (await ours.read<{ detail: string }>()).detail;
     if (peerMissing) log(`PyTorch peer missing (${peerMissing}): measuring ours alone`);
@@ -512,8 +620,10 @@ export async function runBench(
         OMP_WAIT_POLICY: ompWait,
       });
       workers.push(peer);
-      const ready = await peer.read<{ torch: string; threads: number }>();
-      peer.detail = `torch ${ready.torch}, ${ready.threads} threads, OMP_WAIT_POLICY=${ompWait}`;
+      const ready = await peer.read<{ torch: string; threads: number; deviceName?: string }>();
+      peer.detail = o.device === "cuda"
+        ? `torch ${ready.torch}, CUDA ${ready.deviceName}, eager fp32`
+        : `torch ${ready.torch}, ${ready.threads} threads, OMP_WAIT_POLICY=${ompWait}`;
     }
     const command = (warm: boolean) =>
       o.mode === "train"
@@ -538,8 +648,17 @@ export async function runBench(
         log(`  step ${i + 1}/${o.steps} ${wk.name}: ${ms.toFixed(0)} ms`);
       }
     }
-    machine.loadAvg[1] = loadAverage();
     const own1 = ownTicks(), m1 = machineTicks();
+    // gpt2-medium-sft: the evaluation forward passes, timed the same way (after the steps).
+    const forwardMs = new Map<Worker, number[]>(workers.map((wk) => [wk, []]));
+    for (let i = 0; lengths && i < o.steps; i++) {
+      for (const wk of i % 2 ? [...workers].reverse() : workers) {
+        const ms = await wk.run("fwd");
+        forwardMs.get(wk)!.push(ms);
+        log(`  forward ${i + 1}/${o.steps} ${wk.name}: ${ms.toFixed(0)} ms`);
+      }
+    }
+    machine.loadAvg[1] = loadAverage();
     const others = (m1.busy - m0.busy - (own1 - own0)) / (m1.total - m0.total);
     machine.otherCpuPct = Number.isFinite(others)
       ? Math.round(Math.max(0, others) * 1000) / 10
@@ -562,6 +681,13 @@ export async function runBench(
       torch: workers[1] ? side(workers[1]) : null,
     };
     if (peerMissing) result.peerMissing = peerMissing;
+    if (lengths) {
+      result.sft = {
+        lengths,
+        oursForwardMs: median(forwardMs.get(workers[0])!),
+        torchForwardMs: workers[1] ? median(forwardMs.get(workers[1])!) : null,
+      };
+    }
     return result;
   } finally {
     for (const wk of workers) await wk.quit().catch(() => {});

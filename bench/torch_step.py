@@ -76,7 +76,7 @@ class GPT(nn.Module):
         s.final_norm, s.out_head = LN(), nn.Linear(a.emb, a.vocab, bias=False)
 
     def forward(s, ids):
-        x = s.drop(s.tok_emb(ids) + s.pos_emb(torch.arange(ids.shape[1])))
+        x = s.drop(s.tok_emb(ids) + s.pos_emb(torch.arange(ids.shape[1], device=ids.device)))
         return s.out_head(s.final_norm(s.trf_blocks(x)))
 
 

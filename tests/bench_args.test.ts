@@ -7,6 +7,7 @@ import {
   toJsonSummary,
   workload,
 } from "../bench/bench.ts";
+import { sftEstimate, sftLengths } from "../bench/sft.ts";
 import { UserError } from "../lib/util/errors.ts";
 
 Deno.test("parseBenchArgs() defaults: tiny train, 10 steps after 2 warm-up", () => {
@@ -135,4 +136,41 @@ Deno.test("formatMarkdown() is a table with both sides, the ratio and the machin
   assert.match(md, /\| ours \/ PyTorch \| 0\.50x time \| 2\.00x tokens\/s \| 0\.78x \|/);
   assert.match(md, /Machine: Test CPU, 2 cores/);
   assert.match(formatMarkdown(fakeResult(false)), /PyTorch \| missing: no torch/);
+});
+
+Deno.test("parseBenchArgs() --backend names our tfjs backend, --device the peer's (cpu or cuda)", () => {
+  const o = parseBenchArgs(["--backend", "webgpu", "--device", "cuda"]);
+  assert.deepEqual([o.backend, o.device], ["webgpu", "cuda"]);
+  const d = parseBenchArgs([]);
+  assert.deepEqual([d.backend, d.device], [null, "cpu"]);
+  assert.throws(() => parseBenchArgs(["--device", "tpu"]), UserError);
+});
+
+Deno.test("workload(): gpt2-medium-sft trains GPT-2 medium (qkv bias, no dropout) on batch 8 x the collated length", () => {
+  const o = { ...parseBenchArgs(["--config", "gpt2-medium-sft"]), seqLen: 71 };
+  const w = workload(o);
+  assert.deepEqual(
+    [w.model.embDim, w.model.nLayers, w.model.qkvBias, w.model.dropRate, w.batch, w.seqLen],
+    [1024, 24, true, 0, 8, 71],
+  );
+  assert.equal(w.tokensPerStep, 8 * 71);
+});
+
+Deno.test("sftLengths(): the book's 935 training entries give 116 batches of 8, collated to 53..91 tokens (mean 71)", async () => {
+  const l = await sftLengths();
+  assert.deepEqual(l, {
+    trainEntries: 935,
+    batchSize: 8,
+    batchesPerEpoch: 116,
+    mean: 71,
+    min: 53,
+    max: 91,
+  });
+});
+
+Deno.test("sftEstimate(): 2 epochs = 232 steps plus 47 evaluations of 5 + 5 batches, in minutes", () => {
+  const l = { trainEntries: 935, batchSize: 8, batchesPerEpoch: 116, mean: 71, min: 53, max: 91 };
+  const e = sftEstimate(l, 150, 40);
+  assert.deepEqual([e.steps, e.evalForwards], [232, 470]);
+  assert.equal(e.minutes, Math.round((232 * 150 + 470 * 40) / 60_000 * 1000) / 1000);
 });

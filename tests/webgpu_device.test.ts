@@ -105,3 +105,26 @@ Deno.test({
     await assert.rejects(() => Deno.stat(out), Deno.errors.NotFound);
   },
 });
+
+Deno.test("a forced WebGPU without an adapter is one error line and exit 1", async () => {
+  const cli = new URL("../lib/cli.ts", import.meta.url).pathname;
+  const weights = new URL("./fixtures/gpt-tiny-qkv-hf", import.meta.url).pathname;
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", cli, "generate", "--weights", weights, "--prompt-ids", "1,2", "--json"],
+    // Vulkan only, and no Vulkan driver: no adapter at all.
+    env: {
+      LLM_BACKEND: "webgpu",
+      DENO_WEBGPU_BACKEND: "vulkan",
+      VK_ICD_FILENAMES: "/nonexistent.json",
+      NO_COLOR: "1",
+    },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(r.stderr).trim();
+  assert.equal(r.code, 1, stderr);
+  assert.equal(
+    stderr,
+    "error: backend webgpu is not available: no WebGPU adapter (is a Vulkan, Metal or D3D12 driver installed?)",
+  );
+});
