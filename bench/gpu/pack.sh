@@ -26,10 +26,9 @@ cp "$deno_bin" "$stage/deno"
 
 echo "== project files"
 deno install >/dev/null
-git ls-files lib bench deno.json deno.lock data/instruction-data.json | tar -cf - -T - |
-  tar -xf - -C "$stage/project"
-# Uncommitted edits of those files too (the working tree is what gets measured).
-git ls-files -m lib bench | while read -r f; do cp "$f" "$stage/project/$f"; done
+# The working tree's files (committed or not, minus ignored ones): what gets measured.
+git ls-files --cached --others --exclude-standard lib bench deno.json deno.lock \
+  data/instruction-data.json | tar -cf - -T - | tar -xf - -C "$stage/project"
 
 echo "== node_modules: tracing the bench (micro configs, WebGPU and cpu, generate, sft lengths)"
 trace="$stage/trace"

@@ -56,7 +56,7 @@ if [[ -z "${VK_ICD_FILENAMES:-}" ]]; then
   fi
   if [[ -n "$icd" ]]; then export VK_ICD_FILENAMES="$icd"; fi
 fi
-say "Vulkan ICD: ${VK_ICD_FILENAMES:-none found (the loader's default search)}"
+say "Vulkan ICD: ${VK_ICD_FILENAMES:-none found, so the default search}"
 
 export DENO_DIR="$work/deno_dir" DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
 export BENCH_PYTHON="${BENCH_PYTHON:-python3}"
