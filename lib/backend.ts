@@ -31,9 +31,9 @@ export interface InitBackendOptions {
   log?: boolean;
 }
 
-/** Picks and initialises the backend once; later calls return the first choice. */
+/** Picks and initialises the backend once; later calls return the first choice. The line is printed once, by the first call that asks for it. */
 export async function initBackend(opts: InitBackendOptions = {}): Promise<BackendInfo> {
-  if (current) return current;
+  if (current) return logOnce(current, opts);
   const forced = opts.backend ?? Deno.env.get("LLM_BACKEND") ?? "";
   if (forced && !(BACKENDS as readonly string[]).includes(forced)) {
     throw new UserError(`LLM_BACKEND="${forced}" is not one of ${BACKENDS.join(", ")}`);
@@ -48,10 +48,20 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
       continue;
     }
     current = { name, detail: result.detail, skipped, maxTensorBytes: result.maxTensorBytes };
-    if (opts.log ?? true) console.error(describeBackend(current));
-    return current;
+    return logOnce(current, opts);
   }
   throw new Error("no tfjs backend could be initialised");
+}
+
+let logged = false;
+
+/** Prints the backend line the first time a caller asks for it (a silent first call may precede). */
+function logOnce(info: BackendInfo, opts: InitBackendOptions): BackendInfo {
+  if ((opts.log ?? true) && !logged) {
+    logged = true;
+    console.error(describeBackend(info));
+  }
+  return info;
 }
 
 /** One line: which backend runs, and why the others were skipped. */
@@ -140,7 +150,7 @@ export function assertFitsDevice(
  * call it before they write anything, so a too-large model leaves no run folder behind.
  */
 export async function assertModelFits(config: GPTConfig): Promise<void> {
-  assertFitsDevice(parameterShapes(config), await initBackend());
+  assertFitsDevice(parameterShapes(config), await initBackend({ log: false }));
 }
 
 /**
