@@ -31,7 +31,10 @@ export interface InitBackendOptions {
   log?: boolean;
 }
 
-/** Picks and initialises the backend once; later calls return the first choice. The line is printed once, by the first call that asks for it. */
+/**
+ * Picks and initialises the backend once; later calls return the first choice. The backend line
+ * is printed once, by the first call that asks for it.
+ */
 export async function initBackend(opts: InitBackendOptions = {}): Promise<BackendInfo> {
   if (current) return logOnce(current, opts);
   const forced = opts.backend ?? Deno.env.get("LLM_BACKEND") ?? "";

@@ -48,8 +48,10 @@ grep -ho "\"$root/node_modules/[^\"]*\"" "$trace"/*.txt | tr -d '"' | sort -u |
     if [[ -f "$real" ]]; then echo "${real#"$root"/}"; fi
   done >"$stage/files.txt"
 find node_modules -name package.json -type f >>"$stage/files.txt"
-find node_modules -maxdepth 2 -path 'node_modules/.deno/.*' -type f >>"$stage/files.txt"
-sort -u "$stage/files.txt" | tar -cf - -T - | tar -xf - -C "$stage/project"
+# (not the lock files of Deno runs going on meanwhile)
+find node_modules -maxdepth 2 -path 'node_modules/.deno/.*' -type f ! -name '.deno.lock*' \
+  >>"$stage/files.txt"
+sort -u "$stage/files.txt" | tar --ignore-failed-read -cf - -T - | tar -xf - -C "$stage/project"
 find node_modules -type l | tar -cf - -T - | tar -xf - -C "$stage/project"
 echo "$(sort -u "$stage/files.txt" | wc -l) files, $(du -sh "$stage/project/node_modules" | cut -f1)"
 
