@@ -3,7 +3,6 @@
  * adapter, else the cpu backend with our fast kernels. `LLM_BACKEND` forces one.
  */
 import * as tf from "@tensorflow/tfjs";
-import { type GPTConfig, parameterShapes } from "./model/config.ts";
 import { UserError } from "./util/errors.ts";
 import { registerGroupedAddN } from "./webgpu/addn.ts";
 import { setUpWebGPU, type WebGPUDeviceInfo } from "./webgpu/device.ts";
@@ -146,14 +145,6 @@ export function assertFitsDevice(
       `${(limit / 2 ** 20).toFixed(0)} MiB per tensor (${tooBig.length} tensor(s) too large); ` +
       `use LLM_BACKEND=cpu or a GPU with a larger maxStorageBufferBindingSize`,
   );
-}
-
-/**
- * Initialises the backend and checks that a model of this config fits its device: run commands
- * call it before they write anything, so a too-large model leaves no run folder behind.
- */
-export async function assertModelFits(config: GPTConfig): Promise<void> {
-  assertFitsDevice(parameterShapes(config), await initBackend({ log: false }));
 }
 
 /**

@@ -13,7 +13,7 @@ import {
   parameterShapes,
   validateConfig,
 } from "./config.ts";
-import { assertFitsDevice } from "../backend.ts";
+import { assertFitsDevice, initBackend } from "../backend.ts";
 import {
   dropout,
   Embedding,
@@ -208,4 +208,12 @@ export function disposeCaches(caches: LayerCache[]): void {
     c.values?.dispose();
     c.keys = c.values = undefined;
   }
+}
+
+/**
+ * Initialises the backend and checks that a model of this config fits its device: run commands
+ * call it before they write anything, so a too-large model leaves no run folder behind.
+ */
+export async function assertModelFits(config: GPTConfig): Promise<void> {
+  assertFitsDevice(parameterShapes(config), await initBackend({ log: false }));
 }

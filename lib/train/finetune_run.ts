@@ -5,9 +5,9 @@
  * `planFinetuning` is the dry run (split sizes, batches, steps).
  */
 import { join } from "node:path";
-import { assertModelFits, initBackend } from "../backend.ts";
+import { initBackend } from "../backend.ts";
 import type { GPTConfig } from "../model/config.ts";
-import type { GPTModel } from "../model/gpt.ts";
+import { assertModelFits, type GPTModel } from "../model/gpt.ts";
 import { applyLora, formatLoraCounts, type LoraScaling, parseLoraTargets } from "../model/lora.ts";
 import { mergeLora } from "../model/lora_merge.ts";
 import { saveAdapter } from "../io/adapter.ts";

@@ -8,9 +8,9 @@
  * console.log(r.history.evals.at(-1)); // the last evaluation
  * ```
  */
-import { assertModelFits, initBackend } from "../backend.ts";
+import { initBackend } from "../backend.ts";
 import { type GPTConfig, resolveConfig, validateConfig } from "../model/config.ts";
-import { GPTModel } from "../model/gpt.ts";
+import { assertModelFits, GPTModel } from "../model/gpt.ts";
 import { createDataloaderV1, trainValSplit } from "../data/text.ts";
 import { readUtf8File } from "../util/utf8.ts";
 import { UserError } from "../util/errors.ts";
