@@ -19,6 +19,7 @@ import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import type { GPTModel } from "../model/gpt.ts";
 import {
+  isLoraParam,
   linearLayers,
   type LinearWithLoRA,
   loraLayers,
@@ -342,5 +343,5 @@ function applyUpdates(model: GPTModel, book: Map<string, Update>): void {
       l.lora.B.assign(tf.tensor2d(B, [rank, u.outDim]));
     });
   }
-  for (const [name, v] of model.namedParameters()) v.trainable = /\.lora\.(A|B)$/.test(name);
+  for (const [name, v] of model.namedParameters()) v.trainable = isLoraParam(name);
 }

@@ -103,11 +103,6 @@ export async function saveCheckpoint(
   return dir;
 }
 
-/** True when `dir` holds both checkpoint files. */
-export async function isCheckpointDir(dir: string): Promise<boolean> {
-  return await exists(join(dir, CONFIG_FILE)) && await exists(join(dir, WEIGHTS_FILE));
-}
-
 // ---------------------------------------------------------------------------------------------
 // Model <-> tensors (only through namedParameters(), so any module with that method works)
 

@@ -40,18 +40,6 @@ export abstract class Module {
     return out;
   }
 
-  /** A direct child by name (for walking the tree by names; code reads the typed fields). */
-  child(name: string): Module {
-    const m = this.children.get(name);
-    if (!m) throw new Error(`${this.constructor.name} has no child "${name}"`);
-    return m;
-  }
-
-  /** Direct children, in order. */
-  namedChildren(): [string, Module][] {
-    return [...this.children];
-  }
-
   /**
    * Replaces a direct child: how LoRA swaps a Linear for a LinearWithLoRA. The typed field of the
    * same name (`model.out_head`) follows.

@@ -3,6 +3,7 @@
  * from notebooks in place (all of notebooks/ by default), so they can be committed clean.
  * A plain JSON edit: Jupyter is not needed.
  */
+import { parseArgv } from "../cli/args.ts";
 import { UserError } from "../util/errors.ts";
 import { writeTextAtomic } from "../util/fs.ts";
 import { formatNotebook, listNotebooks, readNotebook, stripNotebook } from "./ipynb.ts";
@@ -28,13 +29,13 @@ export async function stripNotebooks(names: string[]): Promise<string[]> {
 }
 
 if (import.meta.main) {
-  const args = Deno.args;
-  if (args.includes("--help") || args.includes("-h")) {
-    console.log(HELP);
-    Deno.exit(0);
-  }
   try {
-    const changed = await stripNotebooks(args);
+    const { positionals, help } = parseArgv({}, Deno.args, { positionals: true });
+    if (help) {
+      console.log(HELP);
+      Deno.exit(0);
+    }
+    const changed = await stripNotebooks(positionals);
     for (const p of changed) console.log(`stripped ${p}`);
     console.log(changed.length === 0 ? "notebooks already clean" : `${changed.length} stripped`);
   } catch (err) {
