@@ -66,3 +66,26 @@ Deno.test("assertFitsDevice() names a tensor larger than the device's binding li
     maxTensorBytes: undefined,
   });
 });
+
+Deno.test("typed children: block.norm1 is trf_blocks.0.norm1, and setChild moves model.out_head with it", async () => {
+  const { GPTModel } = await import("../lib/model/gpt.ts");
+  const { PRESETS, parameterShapes } = await import("../lib/model/config.ts");
+  const { Linear } = await import("../lib/model/nn.ts");
+  const cfg = { ...PRESETS["gpt-tiny"], vocabSize: 64, contextLength: 8, nLayers: 1 };
+  const model = new GPTModel(cfg);
+  const params = model.namedParameters();
+  assert.equal(params.get("trf_blocks.0.norm1.scale"), model.trf_blocks.items[0].norm1.scale);
+  assert.deepEqual(
+    [...params].map(([n, v]) => [n, v.shape]),
+    [...parameterShapes(cfg)],
+  );
+  const head = new Linear(cfg.embDim, 2);
+  const old = model.out_head;
+  model.setChild("out_head", head);
+  assert.equal(model.out_head, head);
+  assert.equal(model.namedParameters().get("out_head.bias"), head.bias);
+  assert.throws(() => model.trf_blocks.setChild("0", head), /cannot be replaced/);
+  assert.throws(() => model.setChild("no_such_child", head), /no child "no_such_child"/);
+  old.dispose();
+  model.dispose();
+});

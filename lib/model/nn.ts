@@ -142,7 +142,7 @@ export class ModuleList<T extends Module> extends Module {
     this.items = items;
   }
 
-  override setChild(name: string): void {
+  override setChild(name: string, _module?: Module): void {
     throw new Error(`ModuleList: item "${name}" cannot be replaced (replace modules inside it)`);
   }
 }
