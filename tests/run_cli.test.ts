@@ -166,7 +166,8 @@ Deno.test("finetune stopped by Ctrl-C while downloading the base weights exits 1
       ],
       {
         signal: "SIGINT",
-        whenFile: join(out, "run.json"),
+        // Once bytes are on disk: the signal lands mid-download, with a .part to keep.
+        whenFile: join(tmp, "cache", "gpt2-small", "config.json.part"),
         env: {
           HF_ENDPOINT: server.url,
           LLM_CACHE_DIR: join(tmp, "cache"),
