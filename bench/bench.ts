@@ -29,6 +29,7 @@
  * Not a test.
  * @module
  */
+import { Progress } from "../lib/notebook/progress.ts";
 import { lines, LineWorker } from "./line_worker.ts";
 import { defineFlags, parseArgv } from "../lib/cli/args.ts";
 import * as tf from "@tensorflow/tfjs";
@@ -629,10 +630,15 @@ export async function runBench(
       o.mode === "train"
         ? "step"
         : `gen ${warm ? Math.min(GENERATE_WARMUP_TOKENS, o.newTokens) : o.newTokens}`;
+    const bar = new Progress({
+      label: `bench ${o.mode}`,
+      total: (o.warmup + o.steps) * workers.length,
+      write: log,
+    });
     for (let i = 0; i < o.warmup; i++) {
       for (const wk of workers) {
-        const ms = await wk.run(command(true));
-        log(`  warm-up ${i + 1}/${o.warmup} ${wk.name}: ${ms.toFixed(0)} ms`);
+        await wk.run(command(true));
+        bar.update(bar.done + 1);
       }
     }
     const times = new Map<Worker, number[]>(workers.map((wk) => [wk, []]));
@@ -645,9 +651,10 @@ export async function runBench(
       for (const wk of order) {
         const ms = await wk.run(command(false));
         times.get(wk)!.push(ms);
-        log(`  step ${i + 1}/${o.steps} ${wk.name}: ${ms.toFixed(0)} ms`);
+        bar.update(bar.done + 1);
       }
     }
+    await bar.finish();
     const own1 = ownTicks(), m1 = machineTicks();
     // gpt2-medium-sft: the evaluation forward passes, timed the same way (after the steps).
     const forwardMs = new Map<Worker, number[]>(workers.map((wk) => [wk, []]));

@@ -23,6 +23,7 @@ import { countTrainable, freezeAll, replaceLinearWithLora } from "../lib/model/l
 import { GPTModel } from "../lib/model/gpt.ts";
 import { AdamW } from "../lib/train/adamw.ts";
 import { trainStep } from "../lib/train/train.ts";
+import { Progress } from "../lib/notebook/progress.ts";
 
 const MODES = ["lora", "full"] as const;
 type Mode = typeof MODES[number];
@@ -91,6 +92,9 @@ function procStatusMB(key: "VmHWM" | "VmRSS"): number {
 // Worker: builds one mode, then runs a step per "step" line on stdin, answering with JSON lines.
 
 async function worker(mode: Mode, o: Required<LoraBenchOptions>): Promise<void> {
+  // Jupyter's Stop signals the kernel's whole process group: the parent decides when to stop, and
+  // a worker ends when its stdin closes.
+  Deno.addSignalListener("SIGINT", () => {});
   const info = await initBackend({ log: false });
   const config = resolveConfig(o.model, { dropRate: 0 });
   const seq = Math.min(o.seq, config.contextLength);
@@ -177,13 +181,18 @@ export interface LoraBenchSummary extends Required<LoraBenchOptions> {
   timeSaved: number;
   /** LoRA first, then full finetuning. */
   results: ModeResult[];
+  /** True when the signal ended the timed steps early (the figures cover the steps taken). */
+  stopped: boolean;
 }
 
 /**
  * Runs the comparison: one worker process per mode, built one after the other, then `warmup`
  * untimed and `steps` timed steps of each, alternating between the two.
  */
-export async function runLoraBench(options: LoraBenchOptions = {}): Promise<LoraBenchSummary> {
+export async function runLoraBench(
+  options: LoraBenchOptions = {},
+  { signal }: { signal?: AbortSignal } = {},
+): Promise<LoraBenchSummary> {
   const o: Required<LoraBenchOptions> = { ...DEFAULTS, ...options };
   const config = resolveConfig(o.model, { dropRate: 0 });
   o.seq = Math.min(o.seq, config.contextLength);
@@ -195,12 +204,22 @@ export async function runLoraBench(options: LoraBenchOptions = {}): Promise<Lora
     workers.push(w);
   }
   const times = new Map<Mode, number[]>(MODES.map((m) => [m, []]));
-  for (let i = 0; i < o.warmup; i++) for (const w of workers) await w.step();
-  for (let i = 0; i < o.steps; i++) {
+  const bar = new Progress({
+    label: `LoRA bench (${o.model})`,
+    total: (o.warmup + o.steps) * workers.length,
+  });
+  let done = 0;
+  for (let i = 0; i < o.warmup + o.steps && !signal?.aborted; i++) {
     // Alternate which mode goes first, so neither always follows the other.
     const order = i % 2 ? [...workers].reverse() : workers;
-    for (const w of order) times.get(w.mode)!.push(await w.step());
+    for (const w of order) {
+      const ms = await w.step();
+      if (i >= o.warmup) times.get(w.mode)!.push(ms);
+      bar.update(++done);
+    }
   }
+  const stopped = done < (o.warmup + o.steps) * workers.length;
+  await bar.finish({ stopped });
   const results: ModeResult[] = [];
   for (const w of workers) {
     const report = await w.finish();
@@ -215,6 +234,7 @@ export async function runLoraBench(options: LoraBenchOptions = {}): Promise<Lora
     speedup: full.medianMs / lora.medianMs,
     timeSaved: 1 - lora.medianMs / full.medianMs,
     results,
+    stopped,
   };
 }
 

@@ -15,6 +15,7 @@
  * ```
  * @module
  */
+import { Progress } from "./notebook/progress.ts";
 import { UserError } from "./util/errors.ts";
 import { readUtf8File } from "./util/utf8.ts";
 import { formatInput, type InstructionEntry, parseInstructionData } from "./data/instruction.ts";
@@ -195,8 +196,12 @@ export interface ScoreOptions {
   responseKey?: string;
   /** Turns a reply into a score, or null when it cannot (default `parseScore`). */
   parse?: (reply: string) => number | null;
-  /** Called after each entry (for a progress display). */
+  /** Called after each entry. */
   onProgress?: (done: number, total: number) => void;
+  /** Stop after the current entry; the result covers the entries scored so far. */
+  signal?: AbortSignal;
+  /** Show the shared progress display (default true). */
+  progress?: boolean;
 }
 
 /** Result of `scoreResponses`. */
@@ -211,6 +216,8 @@ export interface ScoreResult {
   scores: (number | null)[];
   /** Per entry: the judge's raw reply ("" when it was not asked). */
   replies: string[];
+  /** True when the signal ended the scoring before the last entry. */
+  stopped: boolean;
 }
 
 /**
@@ -220,11 +227,24 @@ export interface ScoreResult {
  */
 export async function scoreResponses(
   entries: readonly ResponseEntry[],
-  { judge, responseKey = "model_response", parse = parseScore, onProgress }: ScoreOptions,
+  {
+    judge,
+    responseKey = "model_response",
+    parse = parseScore,
+    onProgress,
+    signal,
+    progress = true,
+  }: ScoreOptions,
 ): Promise<ScoreResult> {
   const scores: (number | null)[] = [];
   const replies: string[] = [];
-  for (let i = 0; i < entries.length; i++) {
+  const bar = new Progress({
+    label: "judging",
+    total: entries.length,
+    unit: "entries",
+    face: progress ? undefined : "none",
+  });
+  for (let i = 0; i < entries.length && !signal?.aborted; i++) {
     const response = responseOf(entries[i], responseKey, i);
     if (response === "") {
       scores.push(0);
@@ -234,8 +254,11 @@ export async function scoreResponses(
       replies.push(reply);
       scores.push(parse(reply));
     }
+    bar.update(i + 1);
     onProgress?.(i + 1, entries.length);
   }
+  const stopped = scores.length < entries.length;
+  await bar.finish({ stopped });
   const valid = scores.filter((s): s is number => s !== null);
   return {
     average: valid.length > 0 ? valid.reduce((a, b) => a + b, 0) / valid.length : null,
@@ -243,6 +266,7 @@ export async function scoreResponses(
     unparseable: scores.length - valid.length,
     scores,
     replies,
+    stopped,
   };
 }
 
@@ -357,4 +381,50 @@ export function offlineScores(
     exactMatch: (100 * matches) / entries.length,
     perEntry,
   };
+}
+
+/** Options of {@link evaluateResponses}. */
+export interface EvaluateOptions extends Pick<OllamaOptions, "url" | "model" | "fetch"> {
+  /** Key of the model's response in each entry (default "model_response"). */
+  responseKey?: string;
+  /** Stop judging after the current entry. */
+  signal?: AbortSignal;
+}
+
+/** The judge's scores (when Ollama answered) and the offline metric. */
+export interface Evaluation {
+  /** Whether Ollama answered at the URL. */
+  reachable: boolean;
+  judged?: ScoreResult;
+  offline: OfflineScores;
+}
+
+/**
+ * Chapter 7.8 in one call, shared by `llm evaluate` and the notebook: the Llama 3 judge's scores
+ * when Ollama is reachable, and the offline reference metric in any case.
+ */
+export async function evaluateResponses(
+  entries: readonly ResponseEntry[],
+  { url = OLLAMA_CHAT_URL, model, fetch, responseKey, signal }: EvaluateOptions = {},
+): Promise<Evaluation> {
+  const reachable = await isOllamaReachable(url, { fetch });
+  const judged = reachable
+    ? await scoreResponses(entries, {
+      responseKey,
+      signal,
+      judge: (prompt) => queryOllama(prompt, { url, model, fetch }),
+    })
+    : undefined;
+  return { reachable, judged, offline: offlineScores(entries, { responseKey }) };
+}
+
+/** "average 61.20 (108 of 110 scored, 2 unparseable)". */
+export function formatJudged(s: ScoreResult): string {
+  const average = s.average === null ? "none" : s.average.toFixed(2);
+  return `average ${average} (${s.scored} of ${s.scores.length} scored, ${s.unparseable} unparseable)`;
+}
+
+/** "ROUGE-L F1 31.05, exact match 0.91%". */
+export function formatOffline(s: Pick<OfflineScores, "rougeL" | "exactMatch">): string {
+  return `ROUGE-L F1 ${s.rougeL.toFixed(2)}, exact match ${s.exactMatch.toFixed(2)}%`;
 }

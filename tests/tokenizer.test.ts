@@ -28,3 +28,11 @@ Deno.test("GPT-2's vocabulary has 50,257 tokens and decode() rejects ids outside
   assert.throws(() => decode([-100]), RangeError);
   assert.throws(() => decode([50257]), RangeError);
 });
+
+Deno.test("decode() of an emoji's first token is U+FFFD and does not leak into the next decode()", () => {
+  const ids = encode("a😀b"); // [64, 47249, 222, 65]: the emoji's 4 bytes span two tokens
+  assert.deepEqual(ids, [64, 47249, 222, 65]);
+  assert.equal(decode([47249]), "\uFFFD");
+  assert.equal(decode([222]), "\uFFFD");
+  assert.equal(decode(ids), "a😀b");
+});

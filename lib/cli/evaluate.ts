@@ -6,12 +6,10 @@
  */
 import { UserError } from "../util/errors.ts";
 import {
-  isOllamaReachable,
+  evaluateResponses,
   loadResponseFile,
   offlineScores,
   OLLAMA_CHAT_URL,
-  queryOllama,
-  scoreResponses,
   type ScoreResult,
 } from "../judge.ts";
 import { defineCommand, defineFlags, type Flags } from "./args.ts";
@@ -83,26 +81,15 @@ async function evaluate(f: Flags<typeof FLAGS>): Promise<void> {
   const url = f.judge === "ollama" ? chatUrl(f["ollama-url"]) : OLLAMA_CHAT_URL;
   const model = f.model;
   if (f.judge === "ollama") {
-    reachable = await isOllamaReachable(url);
+    const evaluation = await evaluateResponses(entries, { url, model, responseKey });
+    reachable = evaluation.reachable;
+    judged = evaluation.judged;
     if (!reachable) {
       console.error(
         `Ollama is not reachable at ${new URL(url).origin}: no judge score ` +
           `(start it with \`ollama serve\` and \`ollama pull ${model}\`); ` +
           `reporting the offline reference metric instead`,
       );
-    } else {
-      const start = performance.now();
-      let last = start;
-      judged = await scoreResponses(entries, {
-        responseKey,
-        judge: (prompt) => queryOllama(prompt, { url, model }),
-        onProgress: (done, total) => {
-          const now = performance.now();
-          if (done < total && now - last < 10_000) return;
-          last = now;
-          console.error(`  scored ${done}/${total}`);
-        },
-      });
     }
   }
 

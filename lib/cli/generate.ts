@@ -1,6 +1,8 @@
 /** `llm generate`: continue a prompt with a checkpoint (the book's generate). */
 import { initBackend } from "../backend.ts";
-import { cutAtStop, generate } from "../model/generate.ts";
+import { cutAtStop, generate, type GenerateOptions } from "../model/generate.ts";
+import { generateText } from "../data/stream.ts";
+import { LiveText } from "../notebook/live_text.ts";
 import { loadAdapter } from "../io/adapter.ts";
 import { decode, encode, END_OF_TEXT, VOCAB_SIZE } from "../data/tokenizer.ts";
 import { UserError } from "../util/errors.ts";
@@ -49,6 +51,11 @@ const FLAGS = defineFlags({
   seed: { type: "int", default: 123, help: "seed of the sampling" },
   "stop-at-eos": { type: "boolean", default: false, help: "stop at <|endoftext|> (50256)" },
   "no-cache": { type: "boolean", default: false, help: "recompute the whole context each token" },
+  stream: {
+    type: "boolean",
+    default: false,
+    help: "print the text token by token as it is generated",
+  },
   json: {
     type: "boolean",
     default: false,
@@ -60,7 +67,7 @@ export const generateCmd = defineCommand({
   name: "generate",
   summary: "generate text from a prompt with a checkpoint or pretrained GPT-2",
   usage:
-    "generate --weights DIR|NAME|ORG/REPO --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--repetition-penalty R] [--stop S] [--adapter DIR] [--seed S] [--json]",
+    "generate --weights DIR|NAME|ORG/REPO --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--repetition-penalty R] [--stop S] [--adapter DIR] [--seed S] [--stream] [--json]",
   flags: FLAGS,
   async run(f) {
     promptIds(f); // validate before loading anything
@@ -86,7 +93,7 @@ export const generateCmd = defineCommand({
         `note: prompt has ${prompt.length} tokens; only the last ${ctx} (the context) are used`,
       );
     }
-    const ids = await generate(model, prompt, {
+    const options: GenerateOptions = {
       maxNewTokens: f["max-new-tokens"],
       temperature: f.temperature,
       topK: f["top-k"],
@@ -97,9 +104,18 @@ export const generateCmd = defineCommand({
       seed: f.seed,
       eosId: f["stop-at-eos"] ? END_OF_TEXT : undefined,
       useCache: !f["no-cache"],
-    });
+    };
+    const live = f.stream && !f.json ? new StopAwareStream(decode(prompt), stop) : undefined;
+    const ids = live
+      ? (await generateText(model, prompt, {
+        ...options,
+        onToken: (id) => void decodeIds([id]), // an id past the tokenizer: one line, as below
+        onText: (delta) => live.append(delta),
+      })).ids
+      : await generate(model, prompt, options);
     const text = stop !== undefined ? cutAtStop(decodeIds(ids), [stop]).text : decodeIds(ids);
-    console.log(f.json ? JSON.stringify({ ids, text }) : decode(prompt) + text);
+    if (live) await live.finish(text);
+    else console.log(f.json ? JSON.stringify({ ids, text }) : decode(prompt) + text);
   },
 });
 
@@ -117,6 +133,37 @@ function decodeIds(ids: Iterable<number>): string {
     }
   }
   return decode(ids);
+}
+
+/**
+ * Streamed text that never shows a --stop string: the last `stop.length - 1` characters wait
+ * until no stop string can start there; the end is the cut text.
+ */
+class StopAwareStream {
+  readonly #live: LiveText;
+  #text = "";
+  #shown = 0;
+  constructor(prompt: string, readonly stop: string | undefined) {
+    this.#live = new LiveText(prompt);
+  }
+
+  append(delta: string): Promise<void> {
+    this.#text += delta;
+    let safe = this.#text.length - (this.stop ? this.stop.length - 1 : 0);
+    if (this.stop && this.#text.includes(this.stop)) safe = this.#shown; // the end is cut anyway
+    const code = this.#text.charCodeAt(safe - 1);
+    if (code >= 0xd800 && code <= 0xdbff) safe--; // never split a surrogate pair
+    if (safe <= this.#shown) return Promise.resolve();
+    const out = this.#text.slice(this.#shown, safe);
+    this.#shown = safe;
+    return this.#live.append(out);
+  }
+
+  /** Shows the rest of the final (cut) text and ends the line. */
+  async finish(text: string): Promise<void> {
+    if (text.length > this.#shown) await this.#live.append(text.slice(this.#shown));
+    await this.#live.finish();
+  }
 }
 
 /** `\n`, `\t` and `\\` in a --stop value, so that a shell user can pass a newline. */

@@ -190,3 +190,32 @@ function positiveInt(name: string, value: number): void {
     throw new UserError(`${name} must be a positive integer (got ${value})`);
   }
 }
+
+/** Options of {@link pretrainingLoaders}, with the book's defaults (chapter 5.1.3). */
+export interface PretrainingLoaderOptions {
+  /** Window length and stride (the model's context length). */
+  contextLength: number;
+  /** Book: 2. */
+  batchSize?: number;
+  /** Seed of the training loader's shuffle (book: 123). */
+  seed?: number;
+  /** Share of the characters used for training (book: 0.9). */
+  trainRatio?: number;
+}
+
+/**
+ * The book's pretraining loaders: the text split 90/10 by characters, windows of `contextLength`
+ * tokens with stride `contextLength`; training shuffled (seeded) and dropping the last partial
+ * batch, validation in order and keeping it. Used by `llm pretrain` and appendix D.
+ */
+export function pretrainingLoaders(
+  text: string,
+  { contextLength, batchSize = 2, seed = 123, trainRatio = 0.9 }: PretrainingLoaderOptions,
+): { train: TextDataLoader; val: TextDataLoader } {
+  const { trainText, valText } = trainValSplit(text, trainRatio);
+  const windows = { batchSize, maxLength: contextLength, stride: contextLength, seed };
+  return {
+    train: createDataloaderV1(trainText, { ...windows, shuffle: true, dropLast: true }),
+    val: createDataloaderV1(valText, { ...windows, shuffle: false, dropLast: false }),
+  };
+}

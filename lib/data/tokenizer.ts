@@ -10,7 +10,8 @@
  * ```
  * @module
  */
-import { decode as bpeDecode, encode as bpeEncode } from "gpt-tokenizer/encoding/r50k_base";
+import { encode as bpeEncode } from "gpt-tokenizer/encoding/r50k_base";
+import { idsToBytes } from "./token_bytes.ts";
 import { UserError } from "../util/errors.ts";
 
 /** Id of `<|endoftext|>`, GPT-2's only special token (also the book's padding token). */
@@ -93,7 +94,10 @@ export function assertFitsTokenizer(vocabSize: number, label: string): void {
   }
 }
 
-/** Decodes GPT-2 token ids (any iterable of numbers, e.g. an Int32Array) back into text. */
+/**
+ * Decodes GPT-2 token ids (any iterable of numbers, e.g. an Int32Array) back into text. Bytes of
+ * a character cut off at the end become U+FFFD, as in tiktoken (`errors="replace"`).
+ */
 export function decode(ids: Iterable<number>): string {
   for (const id of ids) {
     if (!Number.isInteger(id) || id < 0 || id >= VOCAB_SIZE) {
@@ -102,7 +106,9 @@ export function decode(ids: Iterable<number>): string {
       );
     }
   }
-  return bpeDecode(ids);
+  // From the bytes, not gpt-tokenizer's decode: that one carries a trailing partial character
+  // over into its next call (see token_bytes.ts).
+  return new TextDecoder().decode(idsToBytes(ids));
 }
 
 /** The GPT-2 tokenizer as an object (for APIs that take a `Tokenizer`). */

@@ -8,6 +8,7 @@
 import { dirname } from "node:path";
 import { UserError } from "../util/errors.ts";
 import { syncDir } from "../util/fs.ts";
+import { Progress } from "../notebook/progress.ts";
 
 /** Progress of one transfer. */
 export interface DownloadProgress {
@@ -25,7 +26,7 @@ export interface DownloadProgress {
 export interface DownloadOptions {
   /** The size the file must have; a server reporting another size is an error. */
   expectedSize?: number;
-  /** Called with the progress (throttled like the stderr line, and once at the end). */
+  /** Called with the progress (every 0.2 s, and once at the end). */
   onProgress?: (p: DownloadProgress) => void;
   /** Name shown in the progress line and errors (default: the URL's last path segment). */
   label?: string;
@@ -34,7 +35,7 @@ export interface DownloadOptions {
   retries?: number;
   /** Pause before each resume, in milliseconds (default 1000). */
   retryDelayMs?: number;
-  /** No progress line on stderr. */
+  /** No progress display. */
   quiet?: boolean;
   /** Extra request headers (e.g. the Hub token's Authorization). */
   headers?: Record<string, string>;
@@ -89,33 +90,30 @@ class Watchdog {
 
 const seconds = (ms: number) => `${+(ms / 1000).toFixed(3)} s`;
 
-const MB = 1e6;
-
-function formatSeconds(s: number): string {
-  if (!Number.isFinite(s)) return "?";
-  s = Math.round(s);
-  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
-  const mm = String(m).padStart(h ? 2 : 1, "0"), ss = String(sec).padStart(2, "0");
-  return h ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
-}
-
 /**
- * Progress: the callback every 0.2 s; the stderr line redrawn every 0.2 s on a terminal, else
- * printed every 5 s (logs, notebooks); a summary line at the end.
+ * One transfer's progress: the callback every 0.2 s and at the end, and the shared progress
+ * display (a bar in notebooks, a redrawn line on terminals, a line every 5 s in logs).
  */
-class ProgressLine {
-  readonly #tty = Deno.stderr.isTerminal();
+class TransferProgress {
   readonly #start = performance.now();
+  readonly #bar: Progress;
   #lastCallback = 0;
-  #lastLine = this.#tty ? 0 : performance.now(); // logs: first line after 5 s
-  #drawn = false;
   constructor(
-    readonly label: string,
+    label: string,
     readonly startBytes: number,
     readonly total: number | undefined,
-    readonly quiet: boolean,
+    quiet: boolean,
     readonly onProgress?: (p: DownloadProgress) => void,
-  ) {}
+  ) {
+    this.#bar = new Progress({
+      label,
+      total,
+      unit: "bytes",
+      start: startBytes,
+      face: quiet ? "none" : undefined,
+      logEveryMs: 5000,
+    });
+  }
 
   #progress(received: number): DownloadProgress {
     const seconds = (performance.now() - this.#start) / 1000;
@@ -127,43 +125,23 @@ class ProgressLine {
   }
 
   update(received: number): void {
+    this.#bar.update(received);
     const now = performance.now();
     if (now - this.#lastCallback < 200) return;
     this.#lastCallback = now;
-    const p = this.#progress(received);
-    this.onProgress?.(p);
-    if (this.quiet || now - this.#lastLine < (this.#tty ? 200 : 5000)) return;
-    this.#lastLine = now;
-    const size = p.total !== undefined
-      ? `${(received / MB).toFixed(1)}/${(p.total / MB).toFixed(1)} MB (${
-        Math.floor((100 * received) / p.total)
-      }%)`
-      : `${(received / MB).toFixed(1)} MB`;
-    const eta = p.etaSec !== undefined ? `  ETA ${formatSeconds(p.etaSec)}` : "";
-    const line = `${this.label}: ${size}  ${(p.bytesPerSec / MB).toFixed(1)} MB/s${eta}`;
-    writeStderr(this.#tty ? `\r\x1b[K${line}` : `${line}\n`);
-    this.#drawn = true;
+    this.onProgress?.(this.#progress(received));
   }
 
-  finish(received: number): void {
-    const p = this.#progress(received);
-    this.onProgress?.(p);
-    if (this.quiet) return;
-    const seconds = (performance.now() - this.#start) / 1000;
-    const line = `${this.label}: ${(received / MB).toFixed(1)} MB in ${seconds.toFixed(1)} s (${
-      (p.bytesPerSec / MB).toFixed(1)
-    } MB/s)`;
-    writeStderr(this.#tty && this.#drawn ? `\r\x1b[K${line}\n` : `${line}\n`);
+  async finish(received: number): Promise<void> {
+    this.onProgress?.(this.#progress(received));
+    this.#bar.update(received);
+    await this.#bar.finish();
   }
 
-  /** Ends a redrawn line before an error message. */
-  abort(): void {
-    if (this.#tty && this.#drawn && !this.quiet) writeStderr("\n");
+  /** Ends the display before an error message (or a retry). */
+  async abort(): Promise<void> {
+    await this.#bar.finish({ stopped: true });
   }
-}
-
-function writeStderr(text: string): void {
-  Deno.stderr.writeSync(new TextEncoder().encode(text));
 }
 
 /** Size of a file in bytes; 0 when it is missing. */
@@ -331,7 +309,7 @@ async function tryDownload(
   }
   total ??= expectedSize;
 
-  const progress = new ProgressLine(label, start, total, quiet, options.onProgress);
+  const progress = new TransferProgress(label, start, total, quiet, options.onProgress);
   let received = start;
   try {
     {
@@ -369,12 +347,12 @@ async function tryDownload(
       throw new Interrupted(`connection closed after ${received} of ${total} bytes`);
     }
   } catch (err) {
-    progress.abort();
+    await progress.abort();
     if (err instanceof Interrupted) return err.message;
     throw err;
   }
   await Deno.rename(part, dest);
   await syncDir(dirname(dest));
-  progress.finish(received);
+  await progress.finish(received);
   return "done";
 }

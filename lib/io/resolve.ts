@@ -27,6 +27,8 @@ export interface BaseModelOptions {
   dropRate?: number;
   /** Download cache for pretrained names (default: env LLM_CACHE_DIR, else data/cache). */
   cacheDir?: string;
+  /** Cancels a download (the partial file is kept and resumed next time). */
+  signal?: AbortSignal;
 }
 
 /** A loaded base model and where its weights came from. */
@@ -93,9 +95,9 @@ export async function resolveWeights(
  */
 export async function loadBaseModel(
   weights: string,
-  { dropRate = 0, cacheDir }: BaseModelOptions = {},
+  { dropRate = 0, cacheDir, signal }: BaseModelOptions = {},
 ): Promise<BaseModel> {
-  const dir = await resolveWeights(weights, { cacheDir });
+  const dir = await resolveWeights(weights, { cacheDir, signal });
   const { config, tensors } = await loadCheckpoint(dir);
   const model = new GPTModel({ ...config, dropRate });
   loadWeightsInto(model, tensors);

@@ -36,7 +36,9 @@ export interface GenerateOptions {
   /** Reuse keys/values between steps (identical output, much faster). Default true. */
   useCache?: boolean;
   /** Called with each new token id. */
-  onToken?: (id: number) => void;
+  onToken?: (id: number) => void | Promise<void>;
+  /** Stop after the current token; the ids so far are returned. */
+  signal?: AbortSignal;
 }
 
 /** Generates up to maxNewTokens ids after `prompt`; returns the new ids only. */
@@ -58,7 +60,7 @@ export async function generate(
   const ids = [...prompt], out: number[] = [];
   let caches: LayerCache[] | undefined;
   try {
-    for (let step = 0; step < opts.maxNewTokens; step++) {
+    for (let step = 0; step < opts.maxNewTokens && !opts.signal?.aborted; step++) {
       // A cache is valid while the window does not slide (absolute positions stay the same).
       const cacheUsable = useCache && ids.length <= ctx;
       if (!cacheUsable && caches) {
@@ -86,7 +88,7 @@ export async function generate(
       if (eosId !== undefined && next === eosId) break;
       ids.push(next);
       out.push(next);
-      opts.onToken?.(next);
+      await opts.onToken?.(next);
       // The token that completes a stop string is kept (as Hugging Face's stop_strings).
       if (stops.length > 0 && cutAtStop(opts.decode!(out), stops).hit) break;
     }

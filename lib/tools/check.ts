@@ -13,6 +13,7 @@ import { findLayerProblems, MAX_LINES } from "./layers.ts";
 import {
   cellOfLine,
   type CellSpan,
+  cellSource,
   committedOutputs,
   extractCode,
   listNotebooks,
@@ -32,7 +33,8 @@ Steps (all run; exit 1 if any fails):
               (WebGPU under Deno has no synchronous read: use await t.data())
   layers      lib/ imports go from higher layers to lower ones only (util <- model <- io <-
               data <- train <- cli, lib/tools/layers.ts), and no lib file over ${MAX_LINES} lines
-  notebooks   no committed outputs or execution counts, Deno kernelspec; code cells of each
+  notebooks   no committed outputs or execution counts, Deno kernelspec, no code cell over
+              20 lines; code cells of each
               notebook concatenated into build/check/NAME.ts, then deno check + deno lint on them
               (errors name the notebook cell). Strip outputs with:
               deno run -A lib/tools/strip_notebooks.ts`;
@@ -71,6 +73,20 @@ function annotate(output: string, extracted: Extracted[]): string {
   });
 }
 
+/** Longest code cell a notebook may hold: prose, then a short cell calling the library. */
+export const MAX_CELL_LINES = 20;
+
+/** "cell N has M lines" for each code cell over {@link MAX_CELL_LINES} (cells count from 1). */
+export function longCells(cells: Parameters<typeof cellSource>[0][]): string[] {
+  return cells.flatMap((c, i) => {
+    if (c.cell_type !== "code") return [];
+    const lines = cellSource(c).trimEnd().split("\n").length;
+    return lines > MAX_CELL_LINES
+      ? [`cell ${i + 1} has ${lines} lines of code (at most ${MAX_CELL_LINES}: move logic to lib/)`]
+      : [];
+  });
+}
+
 /** Extracts every notebook's code and runs deno check + lint on it; returns problems found. */
 async function checkNotebooks(): Promise<boolean> {
   const notebooks = await listNotebooks();
@@ -85,6 +101,10 @@ async function checkNotebooks(): Promise<boolean> {
     const nb = await readNotebook(path);
     for (const p of committedOutputs(nb)) {
       console.error(`${path}: ${p} (commit notebooks stripped)`);
+      ok = false;
+    }
+    for (const problem of longCells(nb.cells)) {
+      console.error(`${path}: ${problem}`);
       ok = false;
     }
     if (nb.metadata.kernelspec?.name !== "deno") {

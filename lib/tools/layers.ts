@@ -13,12 +13,15 @@ export const LAYERS: Readonly<Record<string, number>> = {
   "backend.ts": 1,
   model: 2,
   io: 3,
+  // Plots, show(), the progress display and Stop: they import only util, and the downloads in
+  // io/ report their progress through notebook/progress.ts.
+  notebook: 1,
   data: 4,
-  notebook: 4,
   train: 5,
   "judge.ts": 5,
   "export.ts": 5,
   appendix_a: 6,
+  "profiles.ts": 6,
   cli: 7,
   "cli.ts": 7,
   tools: 7,

@@ -3,10 +3,11 @@
  * kernel, writing build/notebooks/NAME.ipynb (with outputs) and NAME.html. Sets itself up: Jupyter
  * (Debian packages, when root), the npm dependencies, and the project-local kernelspec.
  */
-import { basename, delimiter, join, resolve } from "node:path";
+import { basename, join } from "node:path";
 import { defineFlags, parseArgv } from "../cli/args.ts";
 import { UserError } from "../util/errors.ts";
 import { cellSource, listNotebooks, readNotebook } from "./ipynb.ts";
+import { kernelEnv, writeKernelspec } from "./kernelspec.ts";
 import { run } from "./proc.ts";
 
 const OUT_DIR = join("build", "notebooks");
@@ -19,10 +20,13 @@ const PROFILES = ["quick", "full"];
 const HELP = `Execute notebooks headless and export them to HTML.
 
 Usage: deno task notebooks [--timeout SECONDS] [NAME ...]
+       deno task notebooks --kernelspec
 
 NAME            a notebook in notebooks/ (appendix-A or appendix-A.ipynb) or a path;
                 default: every notebooks/*.ipynb, in name order
 --timeout S     longest time one cell may run, in seconds (default 1800; 0 = no limit)
+--kernelspec    only write the Deno kernelspec (build/jupyter) and print how to start Jupyter
+                with it, e.g. for jupyter lab when \`deno\` is not on Jupyter's PATH
 -h, --help      this text
 
 Writes build/notebooks/NAME.ipynb (executed, with outputs) and build/notebooks/NAME.html.
@@ -32,8 +36,8 @@ Environment:
   LLM_PROFILE   quick | full, passed to the notebooks (which read it to size their runs)
 
 Set-up done on each run: checks that \`jupyter\` exists (installs it with apt-get when run as
-root, otherwise prints the command), runs \`deno install\`, and points JUPYTER_PATH at the
-project's .jupyter/ folder, which holds the Deno kernelspec.`;
+root, otherwise prints the command), runs \`deno install\`, and writes the project's Deno
+kernelspec (.jupyter/) to build/jupyter/ with the absolute path of this Deno, for JUPYTER_PATH.`;
 
 /** Makes sure `jupyter nbconvert` runs: installs the Debian packages when root, else explains. */
 async function ensureJupyter(): Promise<void> {
@@ -183,12 +187,8 @@ export async function runNotebooks(names: string[], timeoutS: number): Promise<n
     throw new UserError("deno install failed");
   }
   await Deno.mkdir(OUT_DIR, { recursive: true });
-  const jupyterPath = [resolve(".jupyter"), Deno.env.get("JUPYTER_PATH")].filter(Boolean);
-  const env = {
-    JUPYTER_PATH: jupyterPath.join(delimiter),
-    // Connection files of the kernels stay inside the project (HOME may be read-only in CI).
-    JUPYTER_RUNTIME_DIR: resolve("build", "jupyter-runtime"),
-  };
+  // The kernelspec with this Deno's absolute path: Jupyter's PATH may lack `deno`.
+  const env = await kernelEnv();
   console.log(
     `notebooks: ${notebooks.length} to run, LLM_PROFILE=${profile ?? "(unset)"}, ` +
       `cell timeout ${timeoutS > 0 ? `${timeoutS} s` : "none"}`,
@@ -212,6 +212,7 @@ export async function runNotebooks(names: string[], timeoutS: number): Promise<n
 
 const FLAGS = defineFlags({
   timeout: { type: "number", min: 0, default: 1800, help: "seconds per notebook" },
+  kernelspec: { type: "boolean", default: false, help: "only write the kernelspec" },
 });
 
 if (import.meta.main) {
@@ -219,6 +220,12 @@ if (import.meta.main) {
     const { flags, positionals, help } = parseArgv(FLAGS, Deno.args, { positionals: true });
     if (help) {
       console.log(HELP);
+      Deno.exit(0);
+    }
+    if (flags.kernelspec) {
+      const dir = await writeKernelspec();
+      console.log(`wrote ${dir}/kernels/deno/kernel.json (Deno: ${Deno.execPath()})`);
+      console.log(`start Jupyter with it: JUPYTER_PATH=${dir} jupyter lab`);
       Deno.exit(0);
     }
     Deno.exit((await runNotebooks(positionals, flags.timeout)) === 0 ? 0 : 1);

@@ -26,7 +26,7 @@ import { generateTestResponses, testResponsesPath } from "./responses.ts";
 import { loadInstructionSource, prepareInstructionData } from "../data/instruction_data.ts";
 import { CHECKPOINT_DIR, RunFolder } from "./run.ts";
 import { dataHash, type RunSettings } from "./settings.ts";
-import { formatDuration, stepsPerEpoch } from "./train.ts";
+import { stepsPerEpoch } from "./train.ts";
 import {
   checkExtras,
   decayOption,
@@ -333,7 +333,7 @@ export async function runFinetuning(o: FinetuneRunOptions): Promise<FinetuneRunR
         model = merged; // same outputs, no LoRA cost while generating
       }
     }
-    await writeResponses(model, p, o, run.dir, note);
+    await writeResponses(model, p, o, run.dir);
     written.push("test-responses.json");
     note(`done: ${run.dir}/ holds ${written.join(", ")}`);
     note(
@@ -361,26 +361,16 @@ async function downloadWeights(
   }
 }
 
-/** Chapter 7.7's test responses, with a progress line at most every 10 s. */
+/** Chapter 7.7's test responses (the shared progress display shows how far they are). */
 async function writeResponses(
   model: GPTModel,
   p: Prepared,
   o: FinetuneRunOptions,
   dir: string,
-  note: (s: string) => void,
 ): Promise<void> {
-  const start = performance.now();
-  let lastLine = start;
   await generateTestResponses(model, p.data.test, {
     template: p.template,
     maxNewTokens: o.maxNewTokens ?? D.maxNewTokens,
     outPath: testResponsesPath(dir),
-    onProgress: (done, total) => {
-      const now = performance.now();
-      if (done < total && now - lastLine < 10_000) return;
-      lastLine = now;
-      const eta = ((now - start) / 1000 / done) * (total - done);
-      note(`  responses ${done}/${total} | ETA ${formatDuration(eta)}`);
-    },
   });
 }

@@ -11,7 +11,7 @@
 import { initBackend } from "../backend.ts";
 import { type GPTConfig, resolveConfig, validateConfig } from "../model/config.ts";
 import { assertModelFits, GPTModel } from "../model/gpt.ts";
-import { createDataloaderV1, trainValSplit } from "../data/text.ts";
+import { pretrainingLoaders } from "../data/text.ts";
 import { readUtf8File } from "../util/utf8.ts";
 import { UserError } from "../util/errors.ts";
 import { AdamW } from "./adamw.ts";
@@ -131,18 +131,11 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
 async function prepare(o: Resolved) {
   const config = await modelConfig(o);
   const text = await readUtf8File(o.data, "--data");
-  const { trainText, valText } = trainValSplit(text, 0.9);
-  const ctx = config.contextLength, seed = o.seed, batchSize = o.batchSize;
-  const loader = (t: string, train: boolean) =>
-    createDataloaderV1(t, {
-      batchSize,
-      maxLength: ctx,
-      stride: ctx,
-      shuffle: train,
-      dropLast: train,
-      seed,
-    });
-  const trainLoader = loader(trainText, true), valLoader = loader(valText, false);
+  const { train: trainLoader, val: valLoader } = pretrainingLoaders(text, {
+    contextLength: config.contextLength,
+    batchSize: o.batchSize,
+    seed: o.seed,
+  });
   const totalSteps = stepsPerEpoch(trainLoader.length, o.gradAccum) * o.epochs;
   if (totalSteps > MAX_TOTAL_STEPS) {
     throw new UserError(

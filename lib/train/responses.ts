@@ -11,10 +11,12 @@ import {
   type PromptTemplate,
 } from "../data/instruction.ts";
 import { decode, encode, END_OF_TEXT } from "../data/tokenizer.ts";
-import { generate } from "../model/generate.ts";
 import type { GPTModel } from "../model/gpt.ts";
 import type { ResponseEntry } from "../judge.ts";
 import { writeTextAtomic } from "../util/fs.ts";
+import { generateText } from "../data/stream.ts";
+import { LiveText } from "../notebook/live_text.ts";
+import { Progress } from "../notebook/progress.ts";
 import { FINETUNE_DEFAULTS } from "./finetune.ts";
 
 /** An entry with the finetuned model's answer. */
@@ -31,7 +33,18 @@ export interface TestResponseOptions {
   outPath?: string;
   /** Called after each entry. */
   onProgress?: (done: number, total: number, entry: EntryWithResponse) => void;
+  /** Called with each entry's response text as it is generated (index, text delta). */
+  onText?: (index: number, delta: string) => void | Promise<void>;
+  /** Show each response token by token (a notebook display updated in place, else stdout). */
+  stream?: boolean;
+  /** Stop after the current entry: nothing is written, the entries so far come back. */
+  signal?: AbortSignal;
+  /** Show the shared progress display (default true). */
+  progress?: boolean;
 }
+
+/** Entries with responses; `stopped` when a signal ended the work early. */
+export type TestResponses = EntryWithResponse[] & { stopped: boolean };
 
 /**
  * Chapter 7.7: for each entry, greedy generation from `formatInput(entry)` until end-of-text (at
@@ -48,24 +61,50 @@ export async function generateTestResponses(
     eosId = END_OF_TEXT,
     outPath,
     onProgress,
+    onText,
+    signal,
+    progress = true,
+    stream = false,
   }: TestResponseOptions = {},
-): Promise<EntryWithResponse[]> {
-  const out: EntryWithResponse[] = [];
+): Promise<TestResponses> {
+  const out = Object.assign([] as EntryWithResponse[], { stopped: false });
+  const live = stream ? new LiveText() : undefined;
+  const bar = new Progress({
+    label: "responses",
+    total: entries.length,
+    unit: "entries",
+    face: progress ? undefined : "none",
+  });
   for (const entry of entries) {
+    if (signal?.aborted) break;
     const inputText = formatInput(entry, { template });
     const prompt = encode(inputText);
-    const ids = await generate(model, prompt, { maxNewTokens, temperature: 0, eosId });
+    const index = out.length;
+    await live?.reset(`[${index + 1}/${entries.length}] ${entry.instruction}\n>>`);
+    const { ids } = await generateText(model, prompt, {
+      maxNewTokens,
+      temperature: 0,
+      eosId,
+      onText: async (delta) => {
+        await live?.append(delta);
+        await onText?.(index, delta);
+      },
+    });
     const generated = decode([...prompt, ...ids]);
     const withResponse = {
       ...entry,
       model_response: extractResponse(generated, inputText, { template }),
     };
     out.push(withResponse);
+    bar.update(out.length);
     onProgress?.(out.length, entries.length, withResponse);
     // Let Ctrl-C handlers and notebook output run between entries.
     await new Promise((r) => setTimeout(r, 0));
   }
-  if (outPath) await writeTextAtomic(outPath, JSON.stringify(out, null, 4) + "\n");
+  out.stopped = out.length < entries.length;
+  await live?.finish();
+  await bar.finish({ stopped: out.stopped });
+  if (outPath && !out.stopped) await writeTextAtomic(outPath, JSON.stringify(out, null, 4) + "\n");
   return out;
 }
 

@@ -15,6 +15,7 @@ import { type Batch, calcLossLoader, type DataLoader } from "./loss.ts";
 import { lrAt } from "./schedule.ts";
 import { accumulatedStep, trainStep } from "./step.ts";
 import { trackBest } from "./best.ts";
+import { Progress, progressFace } from "../notebook/progress.ts";
 
 export { gradsByName, trainStep } from "./step.ts";
 
@@ -139,8 +140,13 @@ export interface TrainOptions {
   earlyStopPatience?: number;
   /** Where log lines go (default console.log). */
   log?: (line: string) => void;
-  /** Seconds between progress lines (tokens/s, ETA); 0 disables. Default 10. */
+  /**
+   * Seconds between plain progress lines (tokens/s, ETA) in logs; 0 disables them, and the
+   * terminal line too. A notebook always shows its progress bar. Default 10.
+   */
   progressEverySeconds?: number;
+  /** Name on the progress display (default "training"). */
+  progressLabel?: string;
 }
 
 /** What happened in one step. */
@@ -189,7 +195,7 @@ export async function trainModel(model: GPTModel, o: TrainOptions): Promise<Trai
   const { trainLoader, valLoader, optimizer, numEpochs, evalFreq, evalIter, warmupSteps } = o;
   const initialLr = o.initialLr ?? 3e-5, minLr = o.minLr ?? 1e-6, peakLr = o.peakLr;
   const maxGradNorm = o.maxGradNorm === undefined ? 1.0 : o.maxGradNorm;
-  const log = o.log ?? ((line: string) => console.log(line));
+  const userLog = o.log ?? ((line: string) => console.log(line));
   const accum = o.gradientAccumulationSteps ?? 1, logEvery = o.logEvery ?? 0;
   checkLoopOptions(accum, logEvery, o.earlyStopPatience);
   const totalSteps = stepsPerEpoch(trainLoader.length, accum) * numEpochs;
@@ -224,7 +230,20 @@ export async function trainModel(model: GPTModel, o: TrainOptions): Promise<Trai
   model.dropSeeds.counter = s.dropoutCounter;
   const h = s.history;
   if (logEvery > 0) h.steps ??= [];
-  const progress = new Progress(totalSteps, s.step, o.progressEverySeconds ?? 10, log);
+  const every = o.progressEverySeconds ?? 10;
+  const progress = new Progress({
+    label: o.progressLabel ?? "training",
+    total: totalSteps,
+    start: s.step,
+    logEveryMs: every * 1000,
+    write: userLog,
+    face: every <= 0 && progressFace() !== "notebook" ? "none" : undefined,
+  });
+  const log = (line: string) => {
+    progress.clearLine();
+    userLog(line);
+  };
+  const tokensAtStart = s.tokensSeen;
   let stopped = false;
 
   const saveState = async () => {
@@ -292,7 +311,7 @@ export async function trainModel(model: GPTModel, o: TrainOptions): Promise<Trai
       }
     }
     await o.onStep?.({ step, epoch, lr, loss, gradNorm, tokensSeen: s.tokensSeen, tokensPerSec });
-    progress.tick(s.step, tokens);
+    progress.update(s.step, { tokens: s.tokensSeen - tokensAtStart, loss });
     if (o.checkpointEvery && s.step % o.checkpointEvery === 0) await saveState();
     // Yield to the event loop so Ctrl-C handlers and display updates can run.
     await new Promise((r) => setTimeout(r, 0));
@@ -317,6 +336,7 @@ export async function trainModel(model: GPTModel, o: TrainOptions): Promise<Trai
     if (o.startContext) log(await sampleText(model, o.startContext, o.sampleTokens ?? 50));
   }
   if (!stopped && !s.earlyStopped) s.epochRngState = trainLoader.state.rngState;
+  await progress.finish({ stopped });
   await saveState();
   return {
     ...structuredClone(h),
@@ -363,44 +383,4 @@ export async function sampleText(
   const prompt = encode(startContext);
   const ids = await generate(model, prompt, { maxNewTokens, temperature: 0 });
   return decode([...prompt, ...ids]).replaceAll("\n", " ");
-}
-
-/** Progress lines: step, tokens/s and ETA, at most every `everySeconds`. */
-class Progress {
-  #start = performance.now();
-  #last = performance.now();
-  #tokens = 0;
-  #steps = 0;
-  constructor(
-    readonly total: number,
-    readonly startStep: number,
-    readonly everySeconds: number,
-    readonly log: (line: string) => void,
-  ) {}
-
-  tick(step: number, tokens: number): void {
-    this.#tokens += tokens;
-    this.#steps++;
-    const now = performance.now();
-    const final = step === this.total;
-    if (this.everySeconds <= 0 || (!final && now - this.#last < this.everySeconds * 1000)) return;
-    this.#last = now;
-    const secs = (now - this.#start) / 1000;
-    const eta = ((this.total - step) * secs) / this.#steps;
-    this.log(
-      `  step ${step}/${this.total} | ${Math.round(this.#tokens / secs)} tokens/s | ` +
-        `${(secs / this.#steps).toFixed(2)} s/step | ETA ${formatDuration(eta)}`,
-    );
-  }
-}
-
-/** 75 -> "1m15s". */
-export function formatDuration(seconds: number): string {
-  const s = Math.max(0, Math.round(seconds));
-  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
-  return h
-    ? `${h}h${String(m).padStart(2, "0")}m`
-    : m
-    ? `${m}m${String(r).padStart(2, "0")}s`
-    : `${r}s`;
 }
