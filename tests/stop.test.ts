@@ -5,7 +5,7 @@ import { initBackend } from "../lib/backend.ts";
 import { resolveConfig } from "../lib/model/config.ts";
 import { GPTModel } from "../lib/model/gpt.ts";
 import { loadInstructionFile } from "../lib/data/instruction.ts";
-import { generateTestResponses } from "../lib/train/finetune.ts";
+import { generateTestResponses } from "../lib/train/responses.ts";
 import { scoreResponses } from "../lib/judge.ts";
 import { exists } from "../lib/util/fs.ts";
 

@@ -12,8 +12,8 @@ import { findSyncReads } from "./sync_reads.ts";
 import { findLayerProblems, MAX_LINES } from "./layers.ts";
 import {
   cellOfLine,
-  type CellSpan,
   cellSource,
+  type CellSpan,
   committedOutputs,
   extractCode,
   listNotebooks,
