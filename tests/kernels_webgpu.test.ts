@@ -213,3 +213,15 @@ Deno.test({
     }
   },
 });
+
+test(
+  "WebGPU fused kernels stay right past 65,535 workgroups (a dispatch folded into 2-D)",
+  GELU,
+  async () => {
+    // 4.2M elements: 65,625 workgroups of 64; 66,000 rows: one workgroup each.
+    const x = () => tf.randomNormal([4_200_000], 0, 3, "float32", 14);
+    await assertFusedMatches(() => [gelu(x())], ["gelu of 4.2M"]);
+    const s = () => tf.randomNormal([66_000, 1, 5], 0, 3, "float32", 15);
+    await assertFusedMatches(() => [causalSoftmax(s(), 0.5)], ["softmax of 66,000 rows"]);
+  },
+);
