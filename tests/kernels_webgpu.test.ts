@@ -16,7 +16,12 @@ import {
   SPARSE_XENT,
   unregisterWebGpuKernels,
 } from "../lib/kernels/mod.ts";
-import { adamwUpdate } from "../lib/kernels/fused/adamw.ts";
+import {
+  adamwComposite,
+  adamwUpdate,
+  stepUniforms,
+  stockPasses,
+} from "../lib/kernels/fused/adamw.ts";
 import { causalSoftmax } from "../lib/kernels/fused/causal_softmax.ts";
 import { sparseCrossEntropy } from "../lib/kernels/fused/cross_entropy.ts";
 import { dropoutMask } from "../lib/kernels/fused/dropout.ts";
@@ -149,22 +154,87 @@ test("WebGPU LlmDropoutMask makes the cpu's seeded mask bit for bit", DROPOUT_MA
   }
 });
 
-test("WebGPU LlmAdamW: new param and moments match the composite step", ADAMW, async () => {
-  const n = 70000;
-  const h = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 3 };
-  await assertFusedMatches(
-    () =>
-      adamwUpdate(
-        tf.randomNormal([n], 0, 1, "float32", 10),
-        tf.randomNormal([n], 0, 1, "float32", 11),
-        tf.randomNormal([n], 0, 0.1, "float32", 12),
-        tf.randomUniform([n], 0, 0.1, "float32", 13),
-        h,
-      ),
-    ["param", "m", "v"],
-    1e-6,
-  );
-});
+const ADAMW_H = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 3 };
+
+/** Parameter, gradient and moments of `n` elements (seeded), made fresh by each call. */
+const adamwInputs = (n: number) =>
+  [
+    tf.randomNormal([n], 0, 1, "float32", 10),
+    tf.randomNormal([n], 0, 1, "float32", 11),
+    tf.randomNormal([n], 0, 0.1, "float32", 12),
+    tf.randomUniform([n], 0, 0.1, "float32", 13),
+  ] as const;
+
+/** The GPU buffer behind a tensor on tfjs' webgpu backend. */
+const gpuBuffer = (t: tf.Tensor) =>
+  (tf.backend() as unknown as { tensorMap: { get(id: unknown): { resource: unknown } } })
+    .tensorMap.get(t.dataId).resource;
+
+test(
+  "WebGPU LlmAdamW rewrites the parameter's and moments' own buffers with the composite step's values (70,000 and 4.2M elements, past one dispatch)",
+  ADAMW,
+  async () => {
+    for (const n of [70_000, 4_200_000]) {
+      const vars = tf.tidy(() => adamwInputs(n).map((t) => tf.variable(t, false)));
+      const [p, g, m, v] = vars;
+      const expected = tf.tidy(() => adamwComposite(p, g, m, v, ADAMW_H));
+      const ids = [p, m, v].map((t) => t.dataId), buffers = [p, m, v].map(gpuBuffer);
+      tf.tidy(() => {
+        const out = adamwUpdate(p, g, m, v, ADAMW_H);
+        out.forEach((o, i) => assert.equal(o.dataId, ids[i], `output ${i} aliases its input`));
+        [p, m, v].forEach((x, i) => x.assign(out[i]));
+      });
+      [p, m, v].forEach((x, i) => {
+        assert.equal(x.dataId, ids[i], `variable ${i} keeps its storage`);
+        assert.equal(gpuBuffer(x), buffers[i], `variable ${i} keeps its GPU buffer`);
+      });
+      for (const [i, x] of [p, m, v].entries()) {
+        assertClose(await x.data(), await expected[i].data(), 1e-6, 1e-6, `n ${n} [p, m, v][${i}]`);
+      }
+      tf.dispose([...vars, ...expected]);
+    }
+  },
+);
+
+test(
+  "WebGPU LlmAdamW leaves a parameter whose storage is shared alone and returns an updated copy",
+  ADAMW,
+  async () => {
+    const [p0, g, m, v] = adamwInputs(1000);
+    const p = tf.variable(p0, false); // shares p0's buffer while p0 lives (refCount 2)
+    const before = Float32Array.from(await p0.data());
+    const expected = tf.tidy(() => adamwComposite(p0, g, m, v, ADAMW_H)[0]);
+    tf.tidy(() => {
+      const [p1] = adamwUpdate(p, g, m, v, ADAMW_H);
+      assert.notEqual(p1.dataId, p0.dataId, "the shared buffer is copied");
+      p.assign(p1);
+    });
+    assert.deepEqual(await p0.data(), before, "the other tensor is unchanged");
+    assertClose(await p.data(), await expected.data(), 1e-6, 1e-6, "updated copy");
+    tf.dispose([p0, g, m, v, p, expected]);
+  },
+);
+
+test(
+  "WebGPU LlmAdamW's stock fallback (three tfjs programs with new outputs) matches the composite step",
+  ADAMW,
+  async () => {
+    const inputs = adamwInputs(70_000);
+    const be = tf.backend();
+    const [param, grad, m, v] = inputs.map((t) => ({
+      dataId: t.dataId,
+      shape: t.shape,
+      dtype: t.dtype,
+    }));
+    const infos = stockPasses(be, param, grad, m, v, stepUniforms(ADAMW_H));
+    const got = infos.map((i) => tf.engine().makeTensorFromTensorInfo(i));
+    const expected = tf.tidy(() => adamwComposite(...inputs, ADAMW_H));
+    for (const [i, t] of got.entries()) {
+      assertClose(await t.data(), await expected[i].data(), 1e-6, 1e-6, `[p, m, v][${i}]`);
+    }
+    tf.dispose([...inputs, ...got, ...expected]);
+  },
+);
 
 Deno.test({
   name:

@@ -1,7 +1,7 @@
 /**
  * One torch.optim.AdamW step of one parameter and its two moments: the op `adamwUpdate` (what
  * lib/train/adamw.ts calls), its composite fallback in torch's order of operations, and the fused
- * kernel `LlmAdamW` with its registration. The kernel on the cpu backend updates in place:
+ * kernel `LlmAdamW` with its registration. The kernels (cpu and WebGPU) update in place:
  *
  *   const [p2, m2, v2] = tf.engine().runKernel("LlmAdamW", {param, grad, m, v},
  *     {lr, beta1, beta2, eps, weightDecay, step}) as tf.Tensor[];
@@ -10,10 +10,12 @@
  * Math (torch.optim.AdamW, step t counted from 1):
  *   p *= 1 - lr*wd;  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;
  *   denom = sqrt(v)/sqrt(1-b2^t) + eps;  p -= (lr/(1-b1^t)) * m / denom
- * computed in float32 with WebAssembly SIMD, as torch does (float64 JS loop for small tensors).
+ * computed in float32 with WebAssembly SIMD, as torch does (float64 JS loop for small tensors);
+ * on WebGPU in one WGSL pass over the variables' own buffers (see stepWebGpu below).
  *
  * In place: when `param`, `m` and `v` own their storage (refCount 1), the kernel rewrites the
- * typed arrays behind them (`backend.data.get(dataId).values`) and returns them again as
+ * typed arrays behind them (`backend.data.get(dataId).values`; on WebGPU their GPU buffers,
+ * without a read back) and returns them again as
  * outputs on the same storage (like tfjs' Identity: no copy, no allocation); assigning those
  * outputs is a no-op and disposing them (or a surrounding tf.tidy) is enough.
  *
@@ -21,13 +23,15 @@
  * while `t` lives; `tf.clone(x)`, `x.reshape()` and identity casts share `x`'s). A buffer with
  * refCount > 1 is therefore not touched: its update goes to a new array returned as a new
  * tensor, so callers must `assign` the outputs (as lib/train/adamw.ts does) for the step to
- * take effect there. Caveat of the in-place path: arrays obtained earlier from `p.dataSync()`
- * or `await p.data()` are the live storage and change with the next step (take copies).
+ * take effect there. Caveat of the cpu's in-place path: arrays obtained earlier from
+ * `p.dataSync()` or `await p.data()` are the live storage and change with the next step (take
+ * copies).
  */
 import * as tf from "@tensorflow/tfjs";
 import { ADAMW } from "../names.ts";
 import { simdRows } from "../simd.ts";
-import { elementwise } from "../webgpu.ts";
+import { elementwise, type Uniform } from "../webgpu.ts";
+import { runInPlace } from "../webgpu_inplace.ts";
 import type { CpuBackend, FastKernel, FusedOp, KernelArgs } from "../util.ts";
 import { f32, hasKernels } from "../util.ts";
 
@@ -163,46 +167,88 @@ const stepCpu: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
 
 // ---------------------------------------------------------------------------- webgpu kernel
 
+/** WGSL of one element's step, in float32 in torch's order (the cpu kernel's arithmetic). */
+const STEP_WGSL = `
+  let gi = g[i];
+  let mi = uniforms.beta1 * m[i] + uniforms.rest1 * gi;
+  let vi = uniforms.beta2 * v[i] + uniforms.rest2 * gi * gi;
+  m[i] = mi;
+  v[i] = vi;
+  let denom = sqrt(vi) / uniforms.bc2Sqrt + uniforms.eps;
+  p[i] = p[i] * uniforms.decay - uniforms.stepSize * mi / denom;`;
+
 /**
- * The kernel on WebGPU: new m, new v, then the new parameter from them, one pass each, in
- * float32 in torch's order. Returns new tensors (assigning them swaps the variables' buffers; no
- * elementwise chain, no copy).
+ * The kernel on WebGPU: one pass that rewrites the parameter's and the moments' own buffers
+ * (lib/kernels/webgpu_inplace.ts; a shared buffer is copied first). Where that pass cannot run,
+ * the stock path: three tfjs programs (m, v, then p) returning new buffers for the caller to
+ * assign.
  */
 const stepWebGpu: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
   const { param, grad, m, v } = inputs;
-  const { lr, beta1, beta2, eps, weightDecay, step } = attrs as AdamWStep;
-  if (!(step >= 1)) throw new Error(`${ADAMW}: step must be >= 1 (got ${step})`);
+  const h = attrs as AdamWStep;
+  if (!(h.step >= 1)) throw new Error(`${ADAMW}: step must be >= 1 (got ${h.step})`);
+  const u = stepUniforms(h);
+  const out = runInPlace(backend, {
+    key: "adamw",
+    write: [["p", param], ["m", m], ["v", v]],
+    read: [["g", grad]],
+    uniforms: Object.entries(u).map(([name, value]) => ({ name, value })),
+    code: STEP_WGSL,
+  });
+  if (typeof out !== "string") return out;
+  if (!warned) console.warn(`${ADAMW}: the in-place WebGPU pass cannot run (${out})`);
+  warned = true;
+  return stockPasses(backend, param, grad, m, v, u);
+};
+let warned = false;
+
+/** The step's scalars, named as in STEP_WGSL (also the stock passes' uniforms). */
+export function stepUniforms({ lr, beta1, beta2, eps, weightDecay, step }: AdamWStep) {
+  return {
+    beta1,
+    rest1: 1 - beta1,
+    beta2,
+    rest2: 1 - beta2,
+    decay: 1 - lr * weightDecay,
+    stepSize: lr / (1 - Math.pow(beta1, step)),
+    bc2Sqrt: Math.sqrt(1 - Math.pow(beta2, step)),
+    eps,
+  };
+}
+
+/** The same step as three tfjs programs with new outputs: m, v, then p from them. */
+export function stockPasses(
+  backend: unknown,
+  param: tf.TensorInfo,
+  grad: tf.TensorInfo,
+  m: tf.TensorInfo,
+  v: tf.TensorInfo,
+  u: ReturnType<typeof stepUniforms>,
+): tf.TensorInfo[] {
   const shape = param.shape.slice();
-  const moment = (key: string, old: tf.TensorInfo, beta: number, term: string) =>
+  const f32 = (values: Record<string, number>): Uniform[] =>
+    Object.entries(values).map(([name, value]) => ({ name, type: "f32", value }));
+  const moment = (key: string, old: tf.TensorInfo, beta: number, rest: number, term: string) =>
     elementwise(backend, {
       key,
       inputs: [["old", old], ["g", grad]],
       outShape: shape,
-      uniforms: [{ name: "beta", type: "f32", value: beta }, {
-        name: "rest",
-        type: "f32",
-        value: 1 - beta,
-      }],
+      uniforms: f32({ beta, rest }),
       code: `result[index] = uniforms.beta * old[index] + ${term};`,
     });
-  const m1 = moment("adamw_m", m, beta1, "uniforms.rest * g[index]");
-  const v1 = moment("adamw_v", v, beta2, "uniforms.rest * g[index] * g[index]");
+  const m1 = moment("adamw_m", m, u.beta1, u.rest1, "uniforms.rest * g[index]");
+  const v1 = moment("adamw_v", v, u.beta2, u.rest2, "uniforms.rest * g[index] * g[index]");
   const p1 = elementwise(backend, {
     key: "adamw_p",
     inputs: [["p", param], ["m", m1], ["v", v1]],
     outShape: shape,
-    uniforms: [
-      { name: "decay", type: "f32", value: 1 - lr * weightDecay },
-      { name: "stepSize", type: "f32", value: lr / (1 - Math.pow(beta1, step)) },
-      { name: "bc2Sqrt", type: "f32", value: Math.sqrt(1 - Math.pow(beta2, step)) },
-      { name: "eps", type: "f32", value: eps },
-    ],
+    uniforms: f32({ decay: u.decay, stepSize: u.stepSize, bc2Sqrt: u.bc2Sqrt, eps: u.eps }),
     code: `
   let denom = sqrt(v[index]) / uniforms.bc2Sqrt + uniforms.eps;
   result[index] = p[index] * uniforms.decay - uniforms.stepSize * m[index] / denom;`,
   });
   return [p1, m1, v1];
-};
+}
 
 // ------------------------------------------------------------------------------ registration
 
