@@ -3,12 +3,14 @@
  * then AdamW. `accumulatedStep` is gradient accumulation: several micro-batches sum their
  * gradients before one clip and one AdamW update, each loss weighted by its share of the counted
  * targets, so that 4 micro-batches of 2 give the batch of 8's loss and gradient (the same
- * token-weighted mean, -100 targets left out).
+ * token-weighted mean, -100 targets left out). On a GPU backend either step reads back once:
+ * its loss, with the gradient norm when one is wanted.
  */
 import * as tf from "@tensorflow/tfjs";
 import type { GPTModel } from "../model/gpt.ts";
 import type { AdamW } from "./adamw.ts";
 import { clipGradNormInPlace, clipGradNormInPlaceDeferred } from "./clip.ts";
+import { sparseCrossEntropy } from "../kernels/fused/cross_entropy.ts";
 import { type Batch, calcLossBatch, IGNORE_INDEX } from "./loss.ts";
 
 /** Settings of one step. */
@@ -49,13 +51,32 @@ async function clipOrMeasure(
   return measureNorm ? await clipGradNormInPlace(grads, Infinity) : NaN;
 }
 
-/** clipOrMeasure without a read (for GPU backends): the norm tensor, or null when not needed. */
-function clipOrMeasureDeferred(
+/**
+ * Clips or measures: on the cpu at once (a read is free there, and gradients under the bound
+ * are not scaled by 1); on a GPU without a read, the norm left as a tensor for the step's one
+ * read (null when not needed).
+ */
+async function clip(
   grads: Map<string, tf.Tensor>,
-  { maxGradNorm = null, measureNorm = false }: StepOptions,
-): tf.Scalar | null {
+  opts: StepOptions,
+): Promise<number | tf.Scalar | null> {
+  if (tf.getBackend() === "cpu") return await clipOrMeasure(grads, opts);
+  const { maxGradNorm = null, measureNorm = false } = opts;
   if (maxGradNorm === null && !measureNorm) return null;
   return clipGradNormInPlaceDeferred(grads, maxGradNorm ?? Infinity);
+}
+
+/**
+ * The values of the step's scalars in one read (numbers pass through, null gives NaN); the
+ * tensors are disposed.
+ */
+async function readOnce(values: (number | tf.Scalar | null)[]): Promise<number[]> {
+  const tensors = values.filter((v): v is tf.Scalar => v instanceof tf.Tensor);
+  const stacked = tensors.length > 1 ? tf.tidy(() => tf.stack(tensors)) : tensors[0];
+  const read = stacked ? await stacked.data() : [];
+  tf.dispose(tensors.length > 1 ? [...tensors, stacked] : tensors);
+  let k = 0;
+  return values.map((v) => v instanceof tf.Tensor ? read[k++] : v ?? NaN);
 }
 
 /** One step: loss, gradients of the trainable parameters, optional clipping, AdamW update. */
@@ -69,33 +90,35 @@ export async function trainStep(
     model,
     () => calcLossBatch(batch.inputs, batch.targets, model),
   );
-  // On the cpu a read is free (and skips scaling by 1); on a GPU the step reads once, at the end.
-  const onCpu = tf.getBackend() === "cpu";
-  let gradNorm = NaN;
-  const norm = onCpu ? null : clipOrMeasureDeferred(grads, opts);
-  if (onCpu) gradNorm = await clipOrMeasure(grads, opts);
+  const norm = await clip(grads, opts);
   optimizer.step(grads, opts.lr);
-  const result = norm ? tf.tidy(() => tf.stack([value, norm])) : value;
-  const values = await result.data();
-  if (norm) gradNorm = values[1];
-  tf.dispose([value, result, [...grads.values()]]);
-  norm?.dispose();
-  return { loss: values[0], gradNorm };
+  // On a GPU the only read of the step, after the update has been queued.
+  const [loss, gradNorm] = await readOnce([value, norm]);
+  tf.dispose([...grads.values()]);
+  return { loss, gradNorm };
 }
 
-/** Targets that count in the loss (not IGNORE_INDEX). */
-async function countedTargets(targets: tf.Tensor): Promise<number> {
-  let n = 0;
-  for (const t of (await targets.data()) as Int32Array) if (t !== IGNORE_INDEX) n++;
-  return n;
+/** The summed cross-entropy of a batch's counted targets (ignored ones add 0). Call in tidy. */
+function summedLoss(model: GPTModel, batch: Batch): tf.Scalar {
+  const logits = model.forward(batch.inputs);
+  const v = logits.shape[logits.shape.length - 1];
+  const targets = batch.targets.reshape([-1]).toInt() as tf.Tensor1D;
+  return tf.sum(sparseCrossEntropy(logits.reshape([-1, v]) as tf.Tensor2D, targets));
+}
+
+/** Targets that count in the loss (not IGNORE_INDEX) over all batches, on the device. */
+function countedTargets(batches: readonly Batch[]): tf.Scalar {
+  return tf.tidy(() =>
+    tf.addN(batches.map((b) => tf.sum(tf.notEqual(b.targets, IGNORE_INDEX).toFloat())))
+  );
 }
 
 /**
- * Gradient accumulation: the gradients of every micro-batch, each loss scaled by
- * (its counted targets / all counted targets of the step), summed; then one clip and one AdamW
- * update. A micro-batch without counted targets adds nothing (the big batch would ignore its
- * rows); a step without any counted target makes no update and returns NaN. The batches stay
- * owned by the caller.
+ * Gradient accumulation: the gradients of every micro-batch's summed loss divided by all counted
+ * targets of the step (the big batch's token-weighted mean), summed; then one clip and one
+ * AdamW update. A micro-batch without counted targets adds 0; a step without any counted
+ * target makes no update and returns NaN. The step reads once (loss, norm and the target count
+ * together), then updates. The batches stay owned by the caller.
  */
 export async function accumulatedStep(
   model: GPTModel,
@@ -103,31 +126,34 @@ export async function accumulatedStep(
   batches: readonly Batch[],
   opts: StepOptions,
 ): Promise<StepResult> {
-  const counts = await Promise.all(batches.map((b) => countedTargets(b.targets)));
-  const total = counts.reduce((a, b) => a + b, 0);
-  if (total === 0) return { loss: NaN, gradNorm: NaN };
+  const total = countedTargets(batches);
+  // Dividing by at least 1 keeps an all-ignored step's gradients 0 rather than NaN.
+  const divisor = tf.tidy(() => tf.maximum(total, 1));
   let sum: Map<string, tf.Tensor> | undefined;
-  let loss = 0;
-  for (const [i, batch] of batches.entries()) {
-    if (counts[i] === 0) continue;
-    const share = counts[i] / total;
+  const losses: tf.Scalar[] = [];
+  for (const batch of batches) {
     const { value, grads } = gradsByName(
       model,
-      () => tf.mul(calcLossBatch(batch.inputs, batch.targets, model), share) as tf.Scalar,
+      () => tf.div(summedLoss(model, batch), divisor) as tf.Scalar,
     );
-    loss += (await value.data())[0];
-    value.dispose();
-    if (!sum) sum = grads;
-    else {
-      for (const [name, g] of grads) {
-        const old = sum.get(name)!;
-        sum.set(name, tf.add(old, g));
-        tf.dispose([old, g]);
-      }
-    }
+    sum = sum ? addInto(sum, grads) : grads;
+    losses.push(value);
   }
-  const gradNorm = await clipOrMeasure(sum!, opts);
-  optimizer.step(sum!, opts.lr);
+  const loss = tf.tidy(() => tf.addN(losses));
+  tf.dispose([divisor, ...losses]);
+  const norm = await clip(sum!, opts);
+  const [lossValue, gradNorm, counted] = await readOnce([loss, norm, total]);
+  if (counted > 0) optimizer.step(sum!, opts.lr);
   tf.dispose([...sum!.values()]);
-  return { loss, gradNorm };
+  return counted > 0 ? { loss: lossValue, gradNorm } : { loss: NaN, gradNorm: NaN };
+}
+
+/** `sum[name] += add[name]` for every name, freeing the old sums and the added tensors. */
+function addInto(sum: Map<string, tf.Tensor>, add: Map<string, tf.Tensor>) {
+  for (const [name, g] of add) {
+    const old = sum.get(name)!;
+    sum.set(name, tf.add(old, g));
+    tf.dispose([old, g]);
+  }
+  return sum;
 }
