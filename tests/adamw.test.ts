@@ -4,9 +4,12 @@ import { AdamW, ADAMW_KERNEL, type AdamWOptions } from "../lib/train/adamw.ts";
 import { clipGradNorm } from "../lib/train/clip.ts";
 import { lrAt } from "../lib/train/schedule.ts";
 import { assertAllClose, readFixtureJson } from "./fixtures.ts";
-import { useStockCpu } from "../lib/backend.ts";
+import { initBackend } from "../lib/backend.ts";
+import { hasKernels } from "../lib/kernels/util.ts";
 
-await useStockCpu();
+// The suite's backend: the cpu with its fast kernels, or WebGPU (CI: lavapipe) with the fused
+// WGSL ones; LLM_FAST_KERNELS=0 leaves the composite step.
+const backend = await initBackend({ log: false });
 
 type Named = Record<string, number[]>;
 interface Run {
@@ -189,6 +192,39 @@ Deno.test("AdamW.step() keeps the tensor count flat across steps and frees its m
   tf.dispose([...params.values()]);
 });
 
+Deno.test({
+  name:
+    `AdamW.step() with the fused kernel on ${backend.name} rewrites parameters and moments in place: no new storage, the same dataIds, bytes and tensor count flat over 5 steps`,
+  ignore: !hasKernels(ADAMW_KERNEL),
+  fn: async () => {
+    let params = new Map<string, tf.Variable>();
+    tf.tidy(() => void (params = makeParams())); // variables that own their storage
+    const opt = new AdamW(params); // torch's defaults, as the fixture's unclipped run
+    const ids = [...params.values()].map((p) => p.dataId);
+    const be = tf.backend() as unknown as { write: (...args: unknown[]) => unknown };
+    const write = be.write;
+    let writes = 0;
+    be.write = (...args) => (writes++, write.apply(be, args));
+    const memory: [number, number][] = [];
+    try {
+      for (let i = 0; i < 5; i++) {
+        const grads = makeGrads(i);
+        writes = 0;
+        opt.step(grads);
+        assert.equal(writes, 0, `step ${i} made ${writes} new tensor storages`);
+        tf.dispose([...grads.values()]);
+        memory.push([tf.memory().numTensors, tf.memory().numBytes]);
+      }
+    } finally {
+      be.write = write;
+    }
+    assert.deepEqual([...params.values()].map((p) => p.dataId), ids);
+    assert.equal(new Set(memory.map((m) => m.join())).size, 1, `memory flat: ${memory}`);
+    await assertParams(params, fx.torch_defaults.steps[4].params, "torch's step 5");
+    disposeAll(params, opt);
+  },
+});
+
 Deno.test("AdamW gives state only to trainable variables and refuses gradients for others", async () => {
   const params = makeParams();
   params.get("b1")!.trainable = false;
@@ -218,7 +254,13 @@ Deno.test("AdamW.step() accepts a plain object of gradients (what tf.variableGra
   disposeAll(params, opt);
 });
 
-Deno.test(`AdamW uses a registered "${ADAMW_KERNEL}" kernel with the documented contract`, async () => {
+Deno.test({
+  name: `AdamW uses a registered "${ADAMW_KERNEL}" kernel with the documented contract`,
+  ignore: backend.name !== "cpu",
+  fn: contractTest,
+});
+
+async function contractTest() {
   let calls = 0;
   // A reference kernel in plain JS (float64 math) standing in for lib/kernels' fused one; a real
   // one registered already is put back afterwards.
@@ -260,4 +302,4 @@ Deno.test(`AdamW uses a registered "${ADAMW_KERNEL}" kernel with the documented 
     tf.unregisterKernel(ADAMW_KERNEL, "cpu");
     if (existing) tf.registerKernel(existing);
   }
-});
+}
