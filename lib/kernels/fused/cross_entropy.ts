@@ -193,24 +193,29 @@ fn rowLse(tid : i32, base : i32, v : i32) -> f32 {
   return m + log(rowSum(tid, s));
 }`;
 
-function webgpuUniforms(logits: tf.TensorInfo, targets: tf.TensorInfo, attrs: KernelArgs["attrs"]) {
+/**
+ * Runs a row program over the logits: every row's `r`, `v`, `lse` and target `t` are set before
+ * `body` runs (`row` may pass the last row when the dispatch is folded: `r` is clamped).
+ */
+function xentRows(
+  backend: unknown,
+  key: string,
+  inputs: [string, tf.TensorInfo][],
+  outShape: number[],
+  attrs: KernelArgs["attrs"],
+  body: string,
+): tf.TensorInfo {
+  const [[, logits], [, targets]] = inputs;
   const v = checkShapes(logits, targets), rows = targets.shape.reduce((a, b) => a * b, 1);
   const uniforms: Uniform[] = [
     { name: "vocab", type: "i32", value: v },
     { name: "rows", type: "i32", value: rows },
     { name: "ignore", type: "i32", value: attrs?.ignoreIndex ?? IGNORE_INDEX },
   ];
-  return { v, rows, uniforms };
-}
-
-/** Forward on WebGPU: one workgroup per row; a target outside [0, V) gives NaN (no throw on GPU). */
-const forwardWebGpu: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
-  const { logits, targets } = inputs;
-  const { rows, uniforms } = webgpuUniforms(logits, targets, attrs);
   return rowwise(backend, rows, {
-    key: "xent_fwd",
-    inputs: [["logits", logits], ["targets", targets]],
-    outShape: targets.shape.slice(),
+    key,
+    inputs,
+    outShape,
     uniforms,
     prelude: LSE_WGSL,
     code: `
@@ -218,6 +223,21 @@ const forwardWebGpu: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
   let v = uniforms.vocab;
   let lse = rowLse(tid, r * v, v);
   let t = targets[r];
+  ${body}`,
+  });
+}
+
+/** Forward on WebGPU: one workgroup per row; a target outside [0, V) gives NaN (no throw on GPU). */
+const forwardWebGpu: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
+  const { logits, targets } = inputs;
+  const io: [string, tf.TensorInfo][] = [["logits", logits], ["targets", targets]];
+  return xentRows(
+    backend,
+    "xent_fwd",
+    io,
+    targets.shape.slice(),
+    attrs,
+    `
   if (tid == 0 && row < uniforms.rows) {
     if (t == uniforms.ignore) {
       result[r] = 0.0;
@@ -227,24 +247,20 @@ const forwardWebGpu: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
       result[r] = lse - logits[r * v + t];
     }
   }`,
-  });
+  );
 };
 
 /** Backward on WebGPU: one workgroup per row writes (softmax - onehot) * dy, 0 where ignored. */
 const backwardWebGpu: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
   const { logits, targets, dy } = inputs;
-  const { rows, uniforms } = webgpuUniforms(logits, targets, attrs);
-  return rowwise(backend, rows, {
-    key: "xent_bwd",
-    inputs: [["logits", logits], ["targets", targets], ["dy", dy]],
-    outShape: logits.shape.slice(),
-    uniforms,
-    prelude: LSE_WGSL,
-    code: `
-  let r = min(row, uniforms.rows - 1);
-  let v = uniforms.vocab;
-  let lse = rowLse(tid, r * v, v);
-  let t = targets[r];
+  const io: [string, tf.TensorInfo][] = [["logits", logits], ["targets", targets], ["dy", dy]];
+  return xentRows(
+    backend,
+    "xent_bwd",
+    io,
+    logits.shape.slice(),
+    attrs,
+    `
   let g = select(dy[r], 0.0, t == uniforms.ignore);
   if (row < uniforms.rows) {
     for (var c = tid; c < v; c = c + ${ROW_THREADS}) {
@@ -252,7 +268,7 @@ const backwardWebGpu: FastKernel = ({ inputs, attrs, backend }: KernelArgs) => {
       result[r * v + c] = select(p, p - g, c == t);
     }
   }`,
-  });
+  );
 };
 
 // ------------------------------------------------------------------------------ registration
