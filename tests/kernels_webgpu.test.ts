@@ -23,6 +23,7 @@ import {
   stockPasses,
 } from "../lib/kernels/fused/adamw.ts";
 import { causalSoftmax } from "../lib/kernels/fused/causal_softmax.ts";
+import { chunkElements } from "../lib/kernels/webgpu_inplace.ts";
 import { sparseCrossEntropy } from "../lib/kernels/fused/cross_entropy.ts";
 import { dropoutMask } from "../lib/kernels/fused/dropout.ts";
 import { gelu } from "../lib/kernels/fused/gelu.ts";
@@ -244,3 +245,18 @@ test(
     await assertFusedMatches(() => [causalSoftmax(s(), 0.5)], ["softmax of 66,000 rows"]);
   },
 );
+
+Deno.test("an in-place WebGPU pass is cut into chunks that fit one binding and 65,535 workgroups, at aligned offsets", () => {
+  const limits = (binding: number) =>
+    ({
+      maxStorageBufferBindingSize: binding,
+      maxComputeWorkgroupsPerDimension: 65_535,
+      minStorageBufferOffsetAlignment: 256,
+    }) as GPUSupportedLimits;
+  // lavapipe binds 128 MiB: the workgroup limit decides (65,535 x 64 threads).
+  assert.equal(chunkElements(limits(128 * 2 ** 20)), 65_535 * 64);
+  // A 1,000,000-byte binding: 250,000 floats, rounded down to 64 (256 bytes) for the offsets.
+  assert.equal(chunkElements(limits(1_000_000)), 249_984);
+  // GPT-2 medium's 50,257 x 1,024 embedding (206 MB) on lavapipe: 13 chunks.
+  assert.equal(Math.ceil(50_257 * 1_024 / chunkElements(limits(128 * 2 ** 20))), 13);
+});
