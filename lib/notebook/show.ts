@@ -6,6 +6,7 @@
  * idle before its last-expression result, and nbconvert then drops that result.
  */
 import * as tf from "@tensorflow/tfjs";
+import { UserError } from "../util/errors.ts";
 
 /** `Deno.jupyter` inside a Jupyter kernel; undefined elsewhere (reading it throws there). */
 export function jupyterKernel(): typeof Deno.jupyter | undefined {
@@ -53,13 +54,27 @@ export async function show(value: unknown): Promise<void> {
   await kernel.display({ "text/plain": text }, { raw: true });
 }
 
-/** The run size the notebooks use: `LLM_PROFILE=quick` (default: small, minutes on 2 cores) or `full` (the book's). */
-export function profile(): "quick" | "full" {
-  const p = Deno.env.get("LLM_PROFILE") ?? "quick";
-  if (p !== "quick" && p !== "full") {
-    throw new Error(`LLM_PROFILE must be quick or full (got "${p}")`);
+/** The notebooks' run sizes (the settings of each live in lib/profiles.ts). */
+export const PROFILE_NAMES = ["quick", "full", "smoke"] as const;
+/** A run size. */
+export type ProfileName = typeof PROFILE_NAMES[number];
+
+/**
+ * The run size the notebooks use, from `LLM_PROFILE`: `quick` (default: small, minutes on 2
+ * cores), `full` (the book's) or `smoke` (a step or two, to check that every cell runs on a slow
+ * device such as a software GPU).
+ */
+export function profile(): ProfileName {
+  return parseProfile(Deno.env.get("LLM_PROFILE"));
+}
+
+/** `LLM_PROFILE`'s value checked; unset or empty means quick. */
+export function parseProfile(value: string | undefined): ProfileName {
+  if (!value) return "quick";
+  if (!(PROFILE_NAMES as readonly string[]).includes(value)) {
+    throw new UserError(`LLM_PROFILE must be quick, full or smoke (got "${value}")`);
   }
-  return p;
+  return value as ProfileName;
 }
 
 /**

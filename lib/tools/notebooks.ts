@@ -6,6 +6,7 @@
 import { basename, join } from "node:path";
 import { defineFlags, parseArgv } from "../cli/args.ts";
 import { UserError } from "../util/errors.ts";
+import { parseProfile } from "../notebook/show.ts";
 import { cellSource, listNotebooks, readNotebook } from "./ipynb.ts";
 import { kernelEnv, writeKernelspec } from "./kernelspec.ts";
 import { run } from "./proc.ts";
@@ -15,7 +16,6 @@ const APT_PACKAGES = ["jupyter-nbconvert", "python3-nbclient", "jupyter-client",
 const APT_COMMAND = `apt-get update && apt-get install -y --no-install-recommends ${
   APT_PACKAGES.join(" ")
 }`;
-const PROFILES = ["quick", "full"];
 
 const HELP = `Execute notebooks headless and export them to HTML.
 
@@ -33,7 +33,9 @@ Writes build/notebooks/NAME.ipynb (executed, with outputs) and build/notebooks/N
 Fails (exit 1) naming the notebook and cell when a cell raises an error.
 
 Environment:
-  LLM_PROFILE   quick | full, passed to the notebooks (which read it to size their runs)
+  LLM_PROFILE   quick | full | smoke, passed to the notebooks (which read it to size their
+                runs; smoke: a step or two, to check a slow device such as a software GPU)
+  LLM_BACKEND   tensorflow | webgpu | wasm | cpu, the notebooks' backend (default: automatic)
 
 Set-up done on each run: checks that \`jupyter\` exists (installs it with apt-get when run as
 root, otherwise prints the command), runs \`deno install\`, and writes the project's Deno
@@ -176,9 +178,7 @@ async function runNotebook(
 /** Sets up, runs the notebooks and prints a line per notebook plus a summary; returns failures. */
 export async function runNotebooks(names: string[], timeoutS: number): Promise<number> {
   const profile = Deno.env.get("LLM_PROFILE");
-  if (profile !== undefined && !PROFILES.includes(profile)) {
-    throw new UserError(`LLM_PROFILE must be one of ${PROFILES.join(", ")}, got "${profile}"`);
-  }
+  parseProfile(profile); // a bad value fails here, not in every notebook's first cell
   const notebooks = await listNotebooks(names);
   if (notebooks.length === 0) throw new UserError("no notebooks to run in notebooks/");
   await ensureJupyter();
@@ -191,6 +191,7 @@ export async function runNotebooks(names: string[], timeoutS: number): Promise<n
   const env = await kernelEnv();
   console.log(
     `notebooks: ${notebooks.length} to run, LLM_PROFILE=${profile ?? "(unset)"}, ` +
+      `LLM_BACKEND=${Deno.env.get("LLM_BACKEND") ?? "(unset)"}, ` +
       `cell timeout ${timeoutS > 0 ? `${timeoutS} s` : "none"}`,
   );
   const t0 = performance.now();
