@@ -23,15 +23,16 @@ export function inJupyter(): boolean {
 }
 
 /**
- * Text for a value: strings as they are, tensors in tfjs' print layout, the rest inspected.
- * A tensor is first read with `await data()`: GPU backends keep that copy on the CPU, so the
- * synchronous read inside tfjs' `toString` is served from it (WebGPU under Deno has no other).
+ * Text for a value: strings as they are, tensors in tfjs' print layout (`verbose`: with dtype,
+ * rank and shape; the default), the rest inspected. A tensor is first read with `await data()`:
+ * GPU backends keep that copy on the CPU, so the synchronous read inside tfjs' `toString` is
+ * served from it (WebGPU under Deno has no other; a bare `toString()` fails there).
  */
-export async function formatValue(value: unknown): Promise<string> {
+export async function formatValue(value: unknown, { verbose = true } = {}): Promise<string> {
   if (typeof value === "string") return value;
   if (value instanceof tf.Tensor) {
     await value.data();
-    return value.toString(true);
+    return value.toString(verbose);
   }
   return Deno.inspect(value, { colors: false, depth: 6, iterableLimit: 200 });
 }
