@@ -6,6 +6,7 @@
  * idle before its last-expression result, and nbconvert then drops that result.
  */
 import * as tf from "@tensorflow/tfjs";
+import { UserError } from "../util/errors.ts";
 
 /** `Deno.jupyter` inside a Jupyter kernel; undefined elsewhere (reading it throws there). */
 export function jupyterKernel(): typeof Deno.jupyter | undefined {
@@ -22,15 +23,16 @@ export function inJupyter(): boolean {
 }
 
 /**
- * Text for a value: strings as they are, tensors in tfjs' print layout, the rest inspected.
- * A tensor is first read with `await data()`: GPU backends keep that copy on the CPU, so the
- * synchronous read inside tfjs' `toString` is served from it (WebGPU under Deno has no other).
+ * Text for a value: strings as they are, tensors in tfjs' print layout (`verbose`: with dtype,
+ * rank and shape; the default), the rest inspected. A tensor is first read with `await data()`:
+ * GPU backends keep that copy on the CPU, so the synchronous read inside tfjs' `toString` is
+ * served from it (WebGPU under Deno has no other; a bare `toString()` fails there).
  */
-export async function formatValue(value: unknown): Promise<string> {
+export async function formatValue(value: unknown, { verbose = true } = {}): Promise<string> {
   if (typeof value === "string") return value;
   if (value instanceof tf.Tensor) {
     await value.data();
-    return value.toString(true);
+    return value.toString(verbose);
   }
   return Deno.inspect(value, { colors: false, depth: 6, iterableLimit: 200 });
 }
@@ -53,13 +55,27 @@ export async function show(value: unknown): Promise<void> {
   await kernel.display({ "text/plain": text }, { raw: true });
 }
 
-/** The run size the notebooks use: `LLM_PROFILE=quick` (default: small, minutes on 2 cores) or `full` (the book's). */
-export function profile(): "quick" | "full" {
-  const p = Deno.env.get("LLM_PROFILE") ?? "quick";
-  if (p !== "quick" && p !== "full") {
-    throw new Error(`LLM_PROFILE must be quick or full (got "${p}")`);
+/** The notebooks' run sizes (the settings of each live in lib/profiles.ts). */
+export const PROFILE_NAMES = ["quick", "full", "smoke"] as const;
+/** A run size. */
+export type ProfileName = typeof PROFILE_NAMES[number];
+
+/**
+ * The run size the notebooks use, from `LLM_PROFILE`: `quick` (default: small, minutes on 2
+ * cores), `full` (the book's) or `smoke` (a step or two, to check that every cell runs on a slow
+ * device such as a software GPU).
+ */
+export function profile(): ProfileName {
+  return parseProfile(Deno.env.get("LLM_PROFILE"));
+}
+
+/** `LLM_PROFILE`'s value checked; unset or empty means quick. */
+export function parseProfile(value: string | undefined): ProfileName {
+  if (!value) return "quick";
+  if (!(PROFILE_NAMES as readonly string[]).includes(value)) {
+    throw new UserError(`LLM_PROFILE must be quick, full or smoke (got "${value}")`);
   }
-  return p;
+  return value as ProfileName;
 }
 
 /**

@@ -22,6 +22,7 @@ export const LAYERS: Readonly<Record<string, number>> = {
   "export.ts": 5,
   appendix_a: 6,
   "profiles.ts": 6,
+  "notebook_setup.ts": 6,
   cli: 7,
   "cli.ts": 7,
   tools: 7,

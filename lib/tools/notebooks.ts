@@ -6,6 +6,7 @@
 import { basename, join } from "node:path";
 import { defineFlags, parseArgv } from "../cli/args.ts";
 import { UserError } from "../util/errors.ts";
+import { parseProfile } from "../notebook/show.ts";
 import { cellSource, listNotebooks, readNotebook } from "./ipynb.ts";
 import { kernelEnv, writeKernelspec } from "./kernelspec.ts";
 import { run } from "./proc.ts";
@@ -15,25 +16,27 @@ const APT_PACKAGES = ["jupyter-nbconvert", "python3-nbclient", "jupyter-client",
 const APT_COMMAND = `apt-get update && apt-get install -y --no-install-recommends ${
   APT_PACKAGES.join(" ")
 }`;
-const PROFILES = ["quick", "full"];
 
 const HELP = `Execute notebooks headless and export them to HTML.
 
-Usage: deno task notebooks [--timeout SECONDS] [NAME ...]
+Usage: deno task notebooks [--timeout SECONDS] [--out DIR] [NAME ...]
        deno task notebooks --kernelspec
 
 NAME            a notebook in notebooks/ (appendix-A or appendix-A.ipynb) or a path;
                 default: every notebooks/*.ipynb, in name order
 --timeout S     longest time one cell may run, in seconds (default 1800; 0 = no limit)
+--out DIR       where the executed notebooks go (default build/notebooks)
 --kernelspec    only write the Deno kernelspec (build/jupyter) and print how to start Jupyter
                 with it, e.g. for jupyter lab when \`deno\` is not on Jupyter's PATH
 -h, --help      this text
 
-Writes build/notebooks/NAME.ipynb (executed, with outputs) and build/notebooks/NAME.html.
+Writes DIR/NAME.ipynb (executed, with outputs) and DIR/NAME.html.
 Fails (exit 1) naming the notebook and cell when a cell raises an error.
 
 Environment:
-  LLM_PROFILE   quick | full, passed to the notebooks (which read it to size their runs)
+  LLM_PROFILE   quick | full | smoke, passed to the notebooks (which read it to size their
+                runs; smoke: a step or two, to check a slow device such as a software GPU)
+  LLM_BACKEND   tensorflow | webgpu | wasm | cpu, the notebooks' backend (default: automatic)
 
 Set-up done on each run: checks that \`jupyter\` exists (installs it with apt-get when run as
 root, otherwise prints the command), runs \`deno install\`, and writes the project's Deno
@@ -114,15 +117,16 @@ interface NotebookResult {
   seconds: number;
 }
 
-/** Executes one notebook to build/notebooks/NAME.ipynb, then exports NAME.html. */
+/** Executes one notebook to OUT/NAME.ipynb, then exports NAME.html. */
 async function runNotebook(
   path: string,
   timeoutS: number,
   env: Record<string, string>,
+  outDir: string,
 ): Promise<NotebookResult> {
   const name = basename(path, ".ipynb");
-  const executed = join(OUT_DIR, `${name}.ipynb`);
-  const html = join(OUT_DIR, `${name}.html`);
+  const executed = join(outDir, `${name}.ipynb`);
+  const html = join(outDir, `${name}.html`);
   // Old results would pass for new ones if this run fails.
   for (const f of [executed, html]) await Deno.remove(f).catch(() => {});
   const t0 = performance.now();
@@ -138,7 +142,7 @@ async function runNotebook(
     "--ExecutePreprocessor.kernel_name=deno",
     `--ExecutePreprocessor.timeout=${timeoutS > 0 ? timeoutS : -1}`,
     "--output-dir",
-    OUT_DIR,
+    outDir,
     "--output",
     partial,
     path,
@@ -147,10 +151,10 @@ async function runNotebook(
     const { cells } = await readNotebook(path);
     const sources = cells.map((c) => c.cell_type === "code" ? cellSource(c) : undefined);
     console.error(`error: ${path}: ${describeFailure(execution.stderr, sources)}`);
-    await Deno.remove(join(OUT_DIR, `${partial}.ipynb`)).catch(() => {});
+    await Deno.remove(join(outDir, `${partial}.ipynb`)).catch(() => {});
     return { name, ok: false, seconds: seconds() };
   }
-  await Deno.rename(join(OUT_DIR, `${partial}.ipynb`), executed);
+  await Deno.rename(join(outDir, `${partial}.ipynb`), executed);
   const exp = await run(
     [
       "jupyter",
@@ -158,7 +162,7 @@ async function runNotebook(
       "--to",
       "html",
       "--output-dir",
-      OUT_DIR,
+      outDir,
       "--output",
       partial,
       executed,
@@ -169,16 +173,18 @@ async function runNotebook(
     console.error(`error: ${path}: HTML export failed:\n${indent(exp.stderr.trim())}`);
     return { name, ok: false, seconds: seconds() };
   }
-  await Deno.rename(join(OUT_DIR, `${partial}.html`), html);
+  await Deno.rename(join(outDir, `${partial}.html`), html);
   return { name, ok: true, seconds: seconds() };
 }
 
 /** Sets up, runs the notebooks and prints a line per notebook plus a summary; returns failures. */
-export async function runNotebooks(names: string[], timeoutS: number): Promise<number> {
+export async function runNotebooks(
+  names: string[],
+  timeoutS: number,
+  outDir = OUT_DIR,
+): Promise<number> {
   const profile = Deno.env.get("LLM_PROFILE");
-  if (profile !== undefined && !PROFILES.includes(profile)) {
-    throw new UserError(`LLM_PROFILE must be one of ${PROFILES.join(", ")}, got "${profile}"`);
-  }
+  parseProfile(profile); // a bad value fails here, not in every notebook's first cell
   const notebooks = await listNotebooks(names);
   if (notebooks.length === 0) throw new UserError("no notebooks to run in notebooks/");
   await ensureJupyter();
@@ -186,20 +192,21 @@ export async function runNotebooks(names: string[], timeoutS: number): Promise<n
   if (!(await run([Deno.execPath(), "install", "--quiet"])).ok) {
     throw new UserError("deno install failed");
   }
-  await Deno.mkdir(OUT_DIR, { recursive: true });
+  await Deno.mkdir(outDir, { recursive: true });
   // The kernelspec with this Deno's absolute path: Jupyter's PATH may lack `deno`.
   const env = await kernelEnv();
   console.log(
     `notebooks: ${notebooks.length} to run, LLM_PROFILE=${profile ?? "(unset)"}, ` +
+      `LLM_BACKEND=${Deno.env.get("LLM_BACKEND") ?? "(unset)"}, ` +
       `cell timeout ${timeoutS > 0 ? `${timeoutS} s` : "none"}`,
   );
   const t0 = performance.now();
   const results: NotebookResult[] = [];
   for (const path of notebooks) {
     console.log(`running ${path} ...`);
-    const r = await runNotebook(path, timeoutS, env);
+    const r = await runNotebook(path, timeoutS, env, outDir);
     results.push(r);
-    const where = r.ok ? ` -> ${join(OUT_DIR, `${r.name}.html`)}` : "";
+    const where = r.ok ? ` -> ${join(outDir, `${r.name}.html`)}` : "";
     console.log(`${r.ok ? "ok    " : "FAILED"} ${r.name} (${r.seconds.toFixed(1)} s)${where}`);
   }
   const failed = results.filter((r) => !r.ok).length;
@@ -212,6 +219,7 @@ export async function runNotebooks(names: string[], timeoutS: number): Promise<n
 
 const FLAGS = defineFlags({
   timeout: { type: "number", min: 0, default: 1800, help: "seconds per notebook" },
+  out: { type: "string", default: OUT_DIR, help: "folder of the executed notebooks" },
   kernelspec: { type: "boolean", default: false, help: "only write the kernelspec" },
 });
 
@@ -228,7 +236,7 @@ if (import.meta.main) {
       console.log(`start Jupyter with it: JUPYTER_PATH=${dir} jupyter lab`);
       Deno.exit(0);
     }
-    Deno.exit((await runNotebooks(positionals, flags.timeout)) === 0 ? 0 : 1);
+    Deno.exit((await runNotebooks(positionals, flags.timeout, flags.out)) === 0 ? 0 : 1);
   } catch (err) {
     if (!(err instanceof UserError)) throw err;
     console.error(`error: ${err.message}`);
