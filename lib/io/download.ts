@@ -48,7 +48,7 @@ export function hfBaseUrl(): string {
 export function defaultCacheDir(): string {
   const env = Deno.env.get("LLM_CACHE_DIR")?.trim();
   if (env) return env;
-  const url = new URL("../data/cache", import.meta.url);
+  const url = new URL("../../data/cache", import.meta.url);
   return url.protocol === "file:" ? fileURLToPath(url) : join("data", "cache");
 }
 
