@@ -182,7 +182,7 @@ Deno.test("finetune with an unknown --weights name lists the valid names", async
 
 Deno.test("finetune with a truncated file in the cache and no network fails with one clear line", async () => {
   const tmp = await Deno.makeTempDir();
-  const env = ["LLM_CACHE_DIR", "HF_ENDPOINT", "ALPACA_URL"];
+  const env = ["LLM_CACHE_DIR", "HF_ENDPOINT", "ALPACA_URL", "HF_HUB_CACHE"];
   const saved = env.map((k) => Deno.env.get(k));
   try {
     await Deno.mkdir(join(tmp, "gpt2-small"));
@@ -193,6 +193,7 @@ Deno.test("finetune with a truncated file in the cache and no network fails with
     await Deno.writeFile(join(tmp, "gpt2-small", "model.safetensors"), new Uint8Array(4));
     await Deno.writeTextFile(join(tmp, "alpaca_data.json"), '[{"instruction": "a", "outp');
     Deno.env.set("LLM_CACHE_DIR", tmp);
+    Deno.env.set("HF_HUB_CACHE", join(tmp, "no-hf-cache")); // not a real ~/.cache/huggingface
     Deno.env.set("HF_ENDPOINT", "http://127.0.0.1:9");
     Deno.env.set("ALPACA_URL", "http://127.0.0.1:9/alpaca_data.json");
     const out = join(tmp, "run");

@@ -9,10 +9,10 @@ import { join } from "node:path";
 import { UserError } from "../util/errors.ts";
 import { exists } from "../util/fs.ts";
 import { configFromJson } from "./config_file.ts";
-import { defaultCacheDir, hfBaseUrl, hubHeaders, type PretrainedOptions } from "./download.ts";
-import { downloadFile, type DownloadOptions } from "./download_file.ts";
-import { findInHfCache, hfHubCacheDir, repoFolderName } from "./hf_cache.ts";
-import { checkSafetensorsFile } from "./safetensors_header.ts";
+import { defaultCacheDir } from "./download.ts";
+import { downloadFile } from "./download_file.ts";
+import { repoFolderName } from "./hf_cache.ts";
+import { fetchSafetensors, fromHfCache, type HubOptions, hubRepo } from "./hub_fetch.ts";
 
 const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/;
 
@@ -32,7 +32,7 @@ export function parseRepoId(weights: string): string | null {
 }
 
 /** Options of `downloadRepo`. */
-export interface RepoOptions extends PretrainedOptions {
+export interface RepoOptions extends HubOptions {
   /** Fetch config.json only (to check the shape before the weights). */
   configOnly?: boolean;
 }
@@ -78,48 +78,24 @@ function explain(err: unknown, repo: string): unknown {
  * repo that is not a GPT-2 before fetching its weights.
  */
 export async function downloadRepo(repo: string, options: RepoOptions = {}): Promise<string> {
-  if (options.hfCache !== false) {
-    const hit = await findInHfCache([repo], options.hfCache ?? hfHubCacheDir());
-    if (hit) {
-      if (!options.quiet) console.error(`${repo}: using the Hugging Face cache (${hit})`);
-      await checkGpt2Config(join(hit, "config.json"), repo);
-      return hit;
-    }
+  const hit = await fromHfCache([repo], repo, options);
+  if (hit) {
+    await checkGpt2Config(join(hit, "config.json"), repo);
+    return hit;
   }
   const dir = join(options.cacheDir ?? defaultCacheDir(), "hub", repoFolderName(repo));
-  const page = `${options.baseUrl?.replace(/\/+$/, "") ?? hfBaseUrl()}/${repo}`;
-  const common: DownloadOptions = {
-    signal: options.signal,
-    quiet: options.quiet,
-    retries: options.retries,
-    retryDelayMs: options.retryDelayMs,
-    headers: await hubHeaders(),
-  };
+  const { page, transfer } = await hubRepo(repo, options);
   try {
     const configPath = join(dir, "config.json");
     if (!await exists(configPath)) {
       await downloadFile(`${page}/resolve/main/config.json`, configPath, {
-        ...common,
+        ...transfer,
         label: `${repo}/config.json`,
       });
     }
     await checkGpt2Config(configPath, repo);
     if (options.configOnly) return dir;
-    const weightsPath = join(dir, "model.safetensors");
-    const cached = await checkSafetensorsFile(weightsPath);
-    if (cached.status === "ok") return dir;
-    if (cached.status === "truncated") await Deno.rename(weightsPath, `${weightsPath}.part`);
-    else if (cached.status === "corrupt") await Deno.remove(weightsPath);
-    await downloadFile(`${page}/resolve/main/model.safetensors`, weightsPath, {
-      ...common,
-      expectedSize: cached.expectedSize,
-      label: `${repo}/model.safetensors`,
-    });
-    const fetched = await checkSafetensorsFile(weightsPath);
-    if (fetched.status !== "ok") {
-      await Deno.remove(weightsPath).catch(() => {});
-      throw new UserError(`the downloaded ${repo}/model.safetensors is ${fetched.status}`);
-    }
+    await fetchSafetensors(page, dir, repo, transfer);
   } catch (err) {
     throw explain(err, repo);
   }
