@@ -25,6 +25,7 @@ import {
   shortName,
 } from "../model/lora.ts";
 import { readSafetensors, type TensorMap, writeSafetensors } from "./safetensors.ts";
+import { parseJsonFile } from "./json.ts";
 
 /** File names of an adapter folder (PEFT's, for ours and for PEFT's own format). */
 export const ADAPTER_CONFIG_FILE = "adapter_config.json";
@@ -218,12 +219,7 @@ export async function readAdapterConfig(dir: string): Promise<AdapterConfig> {
       } (an adapter folder holds ${ADAPTER_CONFIG_FILE} and ${ADAPTER_WEIGHTS_FILE})`,
     );
   }
-  let c: AdapterConfig;
-  try {
-    c = JSON.parse(await Deno.readTextFile(path));
-  } catch (err) {
-    throw new UserError(`${path}: not valid JSON (${(err as Error).message})`);
-  }
+  const c = parseJsonFile(await Deno.readTextFile(path), path) as AdapterConfig;
   const bad = (what: string) => {
     throw new UserError(`${path}: ${what}`);
   };

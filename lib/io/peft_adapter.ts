@@ -29,6 +29,7 @@ import { UserError } from "../util/errors.ts";
 import { exists } from "../util/fs.ts";
 import { readSafetensors, type TensorMap } from "./safetensors.ts";
 import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, writeAdapterFiles } from "./adapter.ts";
+import { parseJsonFile } from "./json.ts";
 import { transpose2d } from "./gpt2_layout.ts";
 
 const PREFIX = "base_model.model.";
@@ -220,6 +221,16 @@ export async function isPeftAdapter(dir: string): Promise<boolean> {
   return [...tensors.keys()].every((k) => k.startsWith(PREFIX));
 }
 
+/** The fields of PEFT's adapter_config.json that loading reads. */
+interface PeftConfig {
+  peft_type?: unknown;
+  r?: number;
+  lora_alpha?: number;
+  use_rslora?: boolean;
+  rank_pattern?: unknown;
+  alpha_pattern?: unknown;
+}
+
 /** A PEFT pattern's value for a module (PEFT matches `(.*\.)?(key)$`). */
 function patternValue(pattern: unknown, module: string): number | undefined {
   if (!pattern || typeof pattern !== "object") return undefined;
@@ -261,7 +272,8 @@ function splitQkv(u: Update, e: number): (Update | undefined)[] {
  * that does not fit this model, or a rank that disagrees with the config, is a UserError.
  */
 export async function loadPeftAdapter(dir: string, model: GPTModel): Promise<void> {
-  const config = JSON.parse(await Deno.readTextFile(join(dir, ADAPTER_CONFIG_FILE)));
+  const configPath = join(dir, ADAPTER_CONFIG_FILE);
+  const config = parseJsonFile(await Deno.readTextFile(configPath), configPath) as PeftConfig;
   if (config.peft_type !== "LORA") {
     throw new UserError(`${dir}: peft_type is ${JSON.stringify(config.peft_type)}, not "LORA"`);
   }
