@@ -14,6 +14,7 @@ import { UserError } from "../lib/util/errors.ts";
 import { serializeSafetensors, type TensorMap } from "../lib/io/safetensors.ts";
 import { hfConfigFromGpt } from "../lib/io/hf_config.ts";
 import { loadCheckpoint } from "../lib/io/weights.ts";
+import { withServer, withTempDir } from "./cli_helpers.ts";
 
 // ---------------------------------------------------------------------------------------------
 // A small checkpoint in the Hugging Face layout, as the Hub would serve it.
@@ -135,15 +136,6 @@ function hub(req: Request): Response {
   return new Response("Entry not found", { status: 404 });
 }
 
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir();
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 async function withEnv(name: string, value: string, fn: () => unknown): Promise<void> {
   const old = Deno.env.get(name);
   Deno.env.set(name, value);
@@ -156,16 +148,11 @@ async function withEnv(name: string, value: string, fn: () => unknown): Promise<
 }
 
 /** Runs `fn` with a server for `handler` and a fresh folder, both gone afterwards. */
-async function served(
+function served(
   handler: Parameters<typeof serve>[0],
   fn: (server: Served, dir: string) => Promise<void>,
 ): Promise<void> {
-  const server = serve(handler);
-  try {
-    await withTempDir((dir) => fn(server, dir));
-  } finally {
-    await server.close();
-  }
+  return withServer(serve(handler), fn);
 }
 
 /** The first answer breaks off after `cut` bytes of the weights; later ones serve them whole. */
