@@ -114,31 +114,31 @@ export function floatBytes(data: Float32Array, type: FloatType): Uint8Array {
 // ---------------------------------------------------------------------------------------------
 // safetensors bytes -> float32
 
-type ArrayMaker = (buf: ArrayBufferLike, off: number, len: number) => ArrayLike<number | bigint>;
+type ArrayType = new (buf: ArrayBufferLike, off: number, len: number) => ArrayLike<number | bigint>;
 
-/** How each stored dtype is viewed (F16 and BF16 are bit patterns, decoded afterwards). */
-const VIEWS: Record<Dtype, ArrayMaker> = {
-  F64: (b, o, n) => new Float64Array(b, o, n),
-  F32: (b, o, n) => new Float32Array(b, o, n),
-  F16: (b, o, n) => new Uint16Array(b, o, n),
-  BF16: (b, o, n) => new Uint16Array(b, o, n),
-  I64: (b, o, n) => new BigInt64Array(b, o, n),
-  U64: (b, o, n) => new BigUint64Array(b, o, n),
-  I32: (b, o, n) => new Int32Array(b, o, n),
-  U32: (b, o, n) => new Uint32Array(b, o, n),
-  I16: (b, o, n) => new Int16Array(b, o, n),
-  U16: (b, o, n) => new Uint16Array(b, o, n),
-  I8: (b, o, n) => new Int8Array(b, o, n),
-  U8: (b, o, n) => new Uint8Array(b, o, n),
-  BOOL: (b, o, n) => new Uint8Array(b, o, n),
+/** The typed array each stored dtype is viewed as (F16 and BF16: bit patterns, decoded after). */
+const VIEWS: Record<Dtype, ArrayType> = {
+  F64: Float64Array,
+  F32: Float32Array,
+  F16: Uint16Array,
+  BF16: Uint16Array,
+  I64: BigInt64Array,
+  U64: BigUint64Array,
+  I32: Int32Array,
+  U32: Uint32Array,
+  I16: Int16Array,
+  U16: Uint16Array,
+  I8: Int8Array,
+  U8: Uint8Array,
+  BOOL: Uint8Array,
 };
 
 /** `count` little-endian elements at `offset`: an aligned view, or an aligned copy. */
 function typedView(bytes: Uint8Array, offset: number, count: number, dtype: Dtype) {
   const size = DTYPE_SIZES[dtype], abs = bytes.byteOffset + offset;
-  if (abs % size === 0) return VIEWS[dtype](bytes.buffer, abs, count);
+  if (abs % size === 0) return new VIEWS[dtype](bytes.buffer, abs, count);
   // Unaligned data (a header not padded to 8 bytes): copy once into an aligned buffer.
-  return VIEWS[dtype](bytes.slice(offset, offset + count * size).buffer, 0, count);
+  return new VIEWS[dtype](bytes.slice(offset, offset + count * size).buffer, 0, count);
 }
 
 /** One header entry's tensor as float32 (integers and booleans become their values). */
