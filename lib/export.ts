@@ -19,7 +19,7 @@ import { basename, join } from "node:path";
 import { chatTemplate, ollamaTemplate, templateOfChatTemplate } from "./data/chat_template.ts";
 import type { PromptTemplate } from "./data/instruction.ts";
 import { writeGpt2Gguf } from "./io/gpt2_gguf.ts";
-import type { FloatType } from "./io/half.ts";
+import type { FloatType } from "./io/dtypes.ts";
 import { ollamaModelfile } from "./io/modelfile.ts";
 import { isPeftAdapter, loadPeftAdapter, savePeftAdapter } from "./io/peft_adapter.ts";
 import { PRETRAINED } from "./io/download.ts";

@@ -1,7 +1,9 @@
 /**
  * Scoring a finetuned model's responses (chapter 7.7): the book's LLM judge (Llama 3 served by
  * Ollama, asked for an integer score 0-100 per test entry), and an offline reference metric that
- * needs no judge: ROUGE-L F1 and exact match against the dataset's `output`.
+ * needs no judge: ROUGE-L F1 and exact match against the dataset's `output`. The Ollama client
+ * is io/ollama.ts, the response files data/response_file.ts, the metric data/offline_metric.ts;
+ * this file holds the judge and re-exports them.
  *
  * @example
  * ```ts
@@ -16,15 +18,20 @@
  * @module
  */
 import { Progress } from "./notebook/progress.ts";
-import { UserError } from "./util/errors.ts";
-import { readUtf8File } from "./util/utf8.ts";
-import { formatInput, type InstructionEntry, parseInstructionData } from "./data/instruction.ts";
+import { formatInput, type InstructionEntry } from "./data/instruction.ts";
+import { type ResponseEntry, responseOf } from "./data/response_file.ts";
+import { type OfflineScores, offlineScores } from "./data/offline_metric.ts";
+import {
+  isOllamaReachable,
+  OLLAMA_CHAT_URL,
+  type OllamaOptions,
+  queryOllama,
+} from "./io/ollama.ts";
 
-/** The book's Ollama chat endpoint. */
-export const OLLAMA_CHAT_URL = "http://localhost:11434/api/chat";
-
-/** An instruction entry with the model's response beside the reference `output`. */
-export type ResponseEntry = InstructionEntry & Record<string, unknown>;
+// What the notebooks and `llm evaluate` import from here, wherever it lives.
+export * from "./io/ollama.ts";
+export * from "./data/response_file.ts";
+export * from "./data/offline_metric.ts";
 
 /**
  * The book's judge prompt: "Given the input `{format_input(entry)}` and correct output
@@ -37,142 +44,6 @@ export function formatJudgePrompt(entry: InstructionEntry, response: string): st
     `score the model response \`${response}\`` +
     ` on a scale from 0 to 100, where 100 is the best score. ` +
     `Respond with the integer number only.`;
-}
-
-/** Options of `queryOllama`, with the book's defaults. */
-export interface OllamaOptions {
-  /** Chat endpoint (default `http://localhost:11434/api/chat`). */
-  url?: string;
-  /** Model name (default "llama3", the 8B instruct model). */
-  model?: string;
-  /** Sampling seed (book: 123). */
-  seed?: number;
-  /** Temperature (book: 0, greedy). */
-  temperature?: number;
-  /** Context window in tokens (book: 2048). */
-  numCtx?: number;
-  /** Give up after this many milliseconds (default 120,000). */
-  timeoutMs?: number;
-  /** The fetch to use (tests pass their own). */
-  fetch?: typeof fetch;
-}
-
-/**
- * Sends one user message to Ollama's chat API and returns the whole reply, read from the stream
- * of JSON lines (`{"message": {"content": "..."}, "done": false}` ...) that Ollama sends, as the
- * book's `query_model` does. Options: seed 123, temperature 0, num_ctx 2048.
- */
-export async function queryOllama(prompt: string, options: OllamaOptions = {}): Promise<string> {
-  const {
-    url = OLLAMA_CHAT_URL,
-    model = "llama3",
-    seed = 123,
-    temperature = 0,
-    numCtx = 2048,
-    timeoutMs = 120_000,
-    fetch: fetchFn = fetch,
-  } = options;
-  const body = {
-    model,
-    messages: [{ role: "user", content: prompt }],
-    // Settings the book uses for deterministic replies.
-    options: { seed, temperature, num_ctx: numCtx },
-  };
-  const signal = AbortSignal.timeout(timeoutMs);
-  const timedOut = (while_: string) =>
-    new UserError(
-      `Ollama at ${url} did not answer within ${timeoutMs / 1000} s (timed out ${while_}); ` +
-        "is the model still loading? Try again, or raise the timeout",
-    );
-  let response: Response;
-  try {
-    response = await fetchFn(url, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(body),
-      signal,
-    });
-  } catch (err) {
-    if (signal.aborted) throw timedOut("waiting for the reply to start");
-    throw new UserError(
-      `cannot reach Ollama at ${url} (${(err as Error).message}); start it with \`ollama serve\``,
-    );
-  }
-  if (!response.ok) {
-    const text = (await response.text().catch(() => "")).trim();
-    throw new UserError(`Ollama at ${url} answered HTTP ${response.status}: ${text.slice(0, 200)}`);
-  }
-  if (response.body === null) throw new UserError(`Ollama at ${url} sent an empty response`);
-  try {
-    return await readReply(response.body, url);
-  } catch (err) {
-    if (err instanceof UserError) throw err;
-    if (signal.aborted) throw timedOut("while streaming the reply");
-    throw new UserError(
-      `the connection to Ollama at ${url} broke mid-reply (${(err as Error).message})`,
-    );
-  }
-}
-
-/** One streamed JSON line of Ollama's reply: its text (or a UserError for anything else). */
-function replyPiece(line: string, url: string): string {
-  let chunk: unknown;
-  try {
-    chunk = JSON.parse(line);
-  } catch {
-    throw new UserError(`Ollama at ${url} sent a line that is not JSON: ${line.slice(0, 200)}`);
-  }
-  if (chunk === null || typeof chunk !== "object" || Array.isArray(chunk)) {
-    throw new UserError(
-      `Ollama at ${url} sent a line that is not an object: ${line.slice(0, 200)}`,
-    );
-  }
-  const c = chunk as { message?: { content?: unknown }; error?: unknown };
-  if (c.error) throw new UserError(`Ollama at ${url}: ${String(c.error).slice(0, 200)}`);
-  const content = c.message?.content ?? "";
-  if (typeof content !== "string") {
-    throw new UserError(
-      `Ollama at ${url} sent a message whose content is not text: ${line.slice(0, 200)}`,
-    );
-  }
-  return content;
-}
-
-/** Joins the streamed JSON lines (a line may arrive split across network chunks). */
-async function readReply(body: ReadableStream<BufferSource>, url: string): Promise<string> {
-  let reply = "", buffer = "";
-  const add = (line: string) => {
-    if (line.trim() !== "") reply += replyPiece(line, url);
-  };
-  for await (const piece of body.pipeThrough(new TextDecoderStream())) {
-    buffer += piece;
-    let newline: number;
-    while ((newline = buffer.indexOf("\n")) >= 0) {
-      add(buffer.slice(0, newline));
-      buffer = buffer.slice(newline + 1);
-    }
-  }
-  add(buffer);
-  return reply;
-}
-
-/**
- * True when an Ollama server answers at the URL's host (its `/api/tags` model list), within
- * `timeoutMs` (default 2,000). Replaces the book's `check_if_running("ollama")` process check.
- */
-export async function isOllamaReachable(
-  url: string = OLLAMA_CHAT_URL,
-  { timeoutMs = 2000, fetch: fetchFn = fetch }: { timeoutMs?: number; fetch?: typeof fetch } = {},
-): Promise<boolean> {
-  try {
-    const response = await fetchFn(new URL("/api/tags", url), {
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    await response.body?.cancel();
-    return response.ok;
-  } catch {
-    return false;
-  }
 }
 
 /**
@@ -270,119 +141,6 @@ export async function scoreResponses(
   };
 }
 
-function responseOf(entry: ResponseEntry, key: string, index: number): string {
-  const value = entry[key];
-  if (value === undefined) throw new UserError(`entry ${index}: "${key}" is missing`);
-  if (typeof value !== "string") {
-    throw new UserError(
-      `entry ${index}: "${key}" must be a string (got ${value === null ? "null" : typeof value})`,
-    );
-  }
-  return value;
-}
-
-/**
- * Reads a JSON file of entries with responses (like `instruction-data-with-response.json`) and
- * checks that every entry has a string `responseKey` (default "model_response").
- */
-export async function loadResponseFile(
-  path: string,
-  { responseKey = "model_response" }: { responseKey?: string } = {},
-): Promise<ResponseEntry[]> {
-  const text = await readUtf8File(path, "response file");
-  const entries = parseInstructionData<ResponseEntry>(text, path);
-  entries.forEach((entry, i) => {
-    try {
-      responseOf(entry, responseKey, i);
-    } catch (err) {
-      throw new UserError(`${path}: ${(err as Error).message}`);
-    }
-  });
-  return entries;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Offline reference metric (not the book's judge): ROUGE-L F1 and exact match.
-
-/** Lower-cased word tokens: runs of letters and digits; whitespace and punctuation separate. */
-export function metricTokens(text: string): string[] {
-  return text.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? [];
-}
-
-/** Length of the longest common subsequence of two token lists (dynamic programming, O(n*m)). */
-export function lcsLength(a: readonly string[], b: readonly string[]): number {
-  let prev = new Array<number>(b.length + 1).fill(0);
-  let curr = new Array<number>(b.length + 1).fill(0);
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      curr[j] = a[i - 1] === b[j - 1] ? prev[j - 1] + 1 : Math.max(prev[j], curr[j - 1]);
-    }
-    [prev, curr] = [curr, prev];
-  }
-  return prev[b.length];
-}
-
-/** ROUGE-L of a candidate against a reference (0 when either has no tokens). */
-export interface RougeL {
-  precision: number;
-  recall: number;
-  f1: number;
-}
-
-/**
- * ROUGE-L: precision = LCS / candidate tokens, recall = LCS / reference tokens, F1 their harmonic
- * mean, over `metricTokens` (lower-cased, punctuation dropped).
- */
-export function rougeL(candidate: string, reference: string): RougeL {
-  const c = metricTokens(candidate);
-  const r = metricTokens(reference);
-  const lcs = lcsLength(c, r);
-  if (c.length === 0 || r.length === 0 || lcs === 0) return { precision: 0, recall: 0, f1: 0 };
-  const precision = lcs / c.length;
-  const recall = lcs / r.length;
-  return { precision, recall, f1: (2 * precision * recall) / (precision + recall) };
-}
-
-/** Exact match after normalization: the same `metricTokens` (case and punctuation ignored). */
-export function exactMatch(candidate: string, reference: string): boolean {
-  const c = metricTokens(candidate);
-  const r = metricTokens(reference);
-  return c.length === r.length && c.every((t, i) => t === r[i]);
-}
-
-/** Result of `offlineScores`. */
-export interface OfflineScores {
-  /** Mean ROUGE-L F1 over the entries, times 100 (0-100 like the judge's scale). */
-  rougeL: number;
-  /** Percentage of entries whose response matches the output exactly (normalized). */
-  exactMatch: number;
-  /** Per entry ROUGE-L F1 (0-1). */
-  perEntry: number[];
-}
-
-/**
- * The offline reference metric: mean ROUGE-L F1 (x100) and exact-match rate of each entry's
- * response against its `output`. Cheap and deterministic, but it rewards word overlap, not
- * correctness: it is not comparable to the Llama 3 judge's score.
- */
-export function offlineScores(
-  entries: readonly ResponseEntry[],
-  { responseKey = "model_response" }: { responseKey?: string } = {},
-): OfflineScores {
-  if (entries.length === 0) return { rougeL: 0, exactMatch: 0, perEntry: [] };
-  let matches = 0;
-  const perEntry = entries.map((entry, i) => {
-    const response = responseOf(entry, responseKey, i);
-    if (exactMatch(response, entry.output)) matches++;
-    return rougeL(response, entry.output).f1;
-  });
-  return {
-    rougeL: (100 * perEntry.reduce((a, b) => a + b, 0)) / entries.length,
-    exactMatch: (100 * matches) / entries.length,
-    perEntry,
-  };
-}
-
 /** Options of {@link evaluateResponses}. */
 export interface EvaluateOptions extends Pick<OllamaOptions, "url" | "model" | "fetch"> {
   /** Key of the model's response in each entry (default "model_response"). */
@@ -422,9 +180,4 @@ export async function evaluateResponses(
 export function formatJudged(s: ScoreResult): string {
   const average = s.average === null ? "none" : s.average.toFixed(2);
   return `average ${average} (${s.scored} of ${s.scores.length} scored, ${s.unparseable} unparseable)`;
-}
-
-/** "ROUGE-L F1 31.05, exact match 0.91%". */
-export function formatOffline(s: Pick<OfflineScores, "rougeL" | "exactMatch">): string {
-  return `ROUGE-L F1 ${s.rougeL.toFixed(2)}, exact match ${s.exactMatch.toFixed(2)}%`;
 }

@@ -61,6 +61,16 @@ Deno.test("parseArgv() refuses unknown flags, missing values, bad numbers, choic
   assert.deepEqual(parseArgv(FLAGS, ["a.ipynb"], { positionals: true }).positionals, ["a.ipynb"]);
 });
 
+Deno.test("parseArgv(): a repeatable flag gives every value in order, one value as a list of one, none as []", () => {
+  const specs = defineFlags({ stop: { type: "string", repeatable: true, help: "S" } });
+  assert.deepEqual(parseArgv(specs, ["--stop", "###", "--stop=\\n\\n"]).flags.stop, [
+    "###",
+    "\\n\\n",
+  ]);
+  assert.deepEqual(parseArgv(specs, ["--stop", "x"]).flags.stop, ["x"]);
+  assert.deepEqual(parseArgv(specs, []).flags.stop, []);
+});
+
 Deno.test("parseArgv() reports --help (or -h) without checking the flags after it", () => {
   assert.equal(parseArgv(FLAGS, ["--help", "--bogus"]).help, true);
   assert.equal(parseArgv(FLAGS, ["-h"]).help, true);

@@ -4,63 +4,28 @@
  */
 import { deepStrictEqual as assertEquals, ok as assert, rejects } from "node:assert/strict";
 import { initBackend } from "../lib/backend.ts";
-import { GPTDatasetV1, TextDataLoader } from "../lib/data/text.ts";
-import { GPTModel } from "../lib/model/gpt.ts";
-import { AdamW } from "../lib/train/adamw.ts";
 import type { DataLoader } from "../lib/train/loss.ts";
 import { loadTrainingCheckpoint, saveTrainingCheckpoint } from "../lib/train/checkpoint.ts";
 import { type EvalRecord, trainModel, type TrainOptions } from "../lib/train/train.ts";
 
+import { tinyOptions, tinySetup } from "./run_helpers.ts";
+
 await initBackend({ log: false });
 
-const tok = {
-  encode: (t: string) => [...t].map((c) => c.charCodeAt(0) % 64),
-  decode: (ids: Iterable<number>) => [...ids].map((i) => String.fromCharCode(i + 32)).join(""),
-};
-const TEXT = "the quick brown fox jumps over the lazy dog; ".repeat(4);
-
-function setup(seed = 123) {
-  const loader = (text: string, shuffle: boolean) =>
-    new TextDataLoader(
-      GPTDatasetV1.fromText(text, { maxLength: 8, stride: 8, tokenizer: tok }),
-      { batchSize: 2, shuffle, dropLast: shuffle, seed: 7 },
-    );
-  const model = new GPTModel({
-    vocabSize: 64,
-    contextLength: 8,
-    embDim: 16,
-    nHeads: 2,
-    nLayers: 1,
-    dropRate: 0,
-    qkvBias: false,
-  }, { seed });
-  const optimizer = new AdamW(model.namedParameters(), { lr: 1e-3, weightDecay: 0.1 });
-  return {
-    model,
-    optimizer,
-    trainLoader: loader(TEXT.slice(0, 150), true),
-    valLoader: loader(TEXT.slice(150), false),
-  };
-}
+const setup = (seed = 123) => tinySetup(seed, { nLayers: 1, dropRate: 0 });
 
 /** A learning rate far too high, so that the validation loss soon stops improving. */
 function options(s: ReturnType<typeof setup>, extra: Partial<TrainOptions> = {}): TrainOptions {
-  return {
-    trainLoader: s.trainLoader,
-    valLoader: s.valLoader,
-    optimizer: s.optimizer,
+  const lr = 0.3;
+  return tinyOptions(s, {
     numEpochs: 8,
-    evalFreq: 2,
-    evalIter: 1,
-    peakLr: 0.3,
-    initialLr: 0.3,
-    minLr: 0.3,
+    peakLr: lr,
+    initialLr: lr,
+    minLr: lr,
     warmupSteps: 0,
     maxGradNorm: null,
-    progressEverySeconds: 0,
-    log: () => {},
     ...extra,
-  };
+  });
 }
 
 /** The best-so-far bookkeeping recomputed from the validation losses alone. */

@@ -147,6 +147,14 @@ Deno.test("generate --adapter gives the unmerged LoRA model's ids; --stop cuts t
     assert.equal(stopped.text, plain.text.slice(0, plain.text.indexOf(stopChar)));
     assert.deepEqual(stopped.ids, plain.ids.slice(0, stopped.ids.length));
     assert.ok(stopped.ids.length < plain.ids.length);
+    // --stop again: the earliest of the stop strings ends it; one that never occurs changes nothing.
+    const later = plain.text[4];
+    const two = JSON.parse(
+      (await cli(...base, "--stop", later, "--stop", stopChar, "--stop", "\u2603\u2603", "--json"))
+        .out,
+    );
+    const first = Math.min(plain.text.indexOf(later), plain.text.indexOf(stopChar));
+    assert.equal(two.text, plain.text.slice(0, first));
     const sampled = [
       "--temperature",
       "1",

@@ -33,6 +33,18 @@ export async function withTempDir(fn: (dir: string) => Promise<void>): Promise<v
   }
 }
 
+/** Runs `fn` with `server` and a fresh temporary folder; afterwards both are gone. */
+export async function withServer<S extends { close(): Promise<void> }>(
+  server: S,
+  fn: (server: S, dir: string) => Promise<void>,
+): Promise<void> {
+  try {
+    await withTempDir((dir) => fn(server, dir));
+  } finally {
+    await server.close();
+  }
+}
+
 /** Runs `deno ARGS` as a child, SIGKILLed after `timeoutMs` so that no test can hang. */
 export async function denoChild(
   args: string[],

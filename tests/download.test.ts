@@ -6,14 +6,15 @@ import {
   defaultCacheDir,
   downloadAlpaca,
   downloadPretrained,
-  hfBaseUrl,
   PRETRAINED,
 } from "../lib/io/download.ts";
+import { hfBaseUrl } from "../lib/io/hub_fetch.ts";
 import { downloadFile } from "../lib/io/download_file.ts";
 import { UserError } from "../lib/util/errors.ts";
 import { serializeSafetensors, type TensorMap } from "../lib/io/safetensors.ts";
 import { hfConfigFromGpt } from "../lib/io/hf_config.ts";
 import { loadCheckpoint } from "../lib/io/weights.ts";
+import { withServer, withTempDir } from "./cli_helpers.ts";
 
 // ---------------------------------------------------------------------------------------------
 // A small checkpoint in the Hugging Face layout, as the Hub would serve it.
@@ -135,15 +136,6 @@ function hub(req: Request): Response {
   return new Response("Entry not found", { status: 404 });
 }
 
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir();
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 async function withEnv(name: string, value: string, fn: () => unknown): Promise<void> {
   const old = Deno.env.get(name);
   Deno.env.set(name, value);
@@ -155,8 +147,21 @@ async function withEnv(name: string, value: string, fn: () => unknown): Promise<
   }
 }
 
+/** Runs `fn` with a server for `handler` and a fresh folder, both gone afterwards. */
+function served(
+  handler: Parameters<typeof serve>[0],
+  fn: (server: Served, dir: string) => Promise<void>,
+): Promise<void> {
+  return withServer(serve(handler), fn);
+}
+
+/** The first answer breaks off after `cut` bytes of the weights; later ones serve them whole. */
+const halfCut = (cut: number) => (req: Request, n: number) =>
+  n === 1 ? cutResponse(CKPT.weights, cut) : fileResponse(req, CKPT.weights);
+
 const names = (dir: string) => [...Deno.readDirSync(dir)].map((e) => e.name).sort();
-const quick = { quiet: true, retryDelayMs: 0 };
+// hfCache: false keeps a real ~/.cache/huggingface out of these tests.
+const quick = { quiet: true, retryDelayMs: 0, hfCache: false as const };
 
 // ---------------------------------------------------------------------------------------------
 
@@ -174,158 +179,120 @@ Deno.test("hfBaseUrl() is HF_ENDPOINT without a trailing slash, else huggingface
 });
 
 Deno.test("downloadPretrained() fetches config.json + model.safetensors from HF_ENDPOINT and then uses the cache", async () => {
-  const server = serve(hub);
-  try {
-    await withTempDir(async (cache) => {
-      await withEnv("HF_ENDPOINT", server.url + "/", async () => {
-        const dir = await downloadPretrained("gpt2-small", { cacheDir: cache, ...quick });
-        assert.equal(dir, join(cache, "gpt2-small"));
-        assert.deepEqual(names(dir), ["config.json", "model.safetensors"]);
-        assert.deepEqual(await Deno.readFile(join(dir, "model.safetensors")), CKPT.weights);
-        assert.deepEqual(server.log, [
-          "/openai-community/gpt2/resolve/main/config.json -",
-          "/openai-community/gpt2/resolve/main/model.safetensors -",
-        ]);
-        const { config, tensors } = await loadCheckpoint(dir);
-        assert.deepEqual(config, CFG);
-        assert.equal(tensors.size, CFG.nLayers * 16 + 5);
+  await served(hub, async (server, cache) => {
+    await withEnv("HF_ENDPOINT", server.url + "/", async () => {
+      const dir = await downloadPretrained("gpt2-small", { cacheDir: cache, ...quick });
+      assert.equal(dir, join(cache, "gpt2-small"));
+      assert.deepEqual(names(dir), ["config.json", "model.safetensors"]);
+      assert.deepEqual(await Deno.readFile(join(dir, "model.safetensors")), CKPT.weights);
+      assert.deepEqual(server.log, [
+        "/openai-community/gpt2/resolve/main/config.json -",
+        "/openai-community/gpt2/resolve/main/model.safetensors -",
+      ]);
+      const { config, tensors } = await loadCheckpoint(dir);
+      assert.deepEqual(config, CFG);
+      assert.equal(tensors.size, CFG.nLayers * 16 + 5);
 
-        await downloadPretrained("gpt2-small", { cacheDir: cache, ...quick });
-        assert.equal(server.log.length, 2, "complete cached files are not fetched again");
-      });
+      await downloadPretrained("gpt2-small", { cacheDir: cache, ...quick });
+      assert.equal(server.log.length, 2, "complete cached files are not fetched again");
     });
-  } finally {
-    await server.close();
-  }
+  });
 });
 
 Deno.test("downloadFile() resumes an interrupted transfer with a Range request", async () => {
   const half = Math.floor(CKPT.weights.length / 2);
-  const server = serve((req, n) =>
-    n === 1 ? cutResponse(CKPT.weights, half) : fileResponse(req, CKPT.weights)
-  );
-  try {
-    await withTempDir(async (dir) => {
-      const dest = join(dir, "model.safetensors");
-      const seen: number[] = [];
-      await downloadFile(`${server.url}/m`, dest, {
-        ...quick,
-        onProgress: (p) => seen.push(p.received),
-      });
-      assert.deepEqual(server.log, ["/m -", `/m bytes=${half}-`]);
-      assert.deepEqual(await Deno.readFile(dest), CKPT.weights);
-      assert.deepEqual(names(dir), ["model.safetensors"]);
-      assert.equal(seen.at(-1), CKPT.weights.length);
+  await served(halfCut(half), async (server, dir) => {
+    const dest = join(dir, "model.safetensors");
+    const seen: number[] = [];
+    await downloadFile(`${server.url}/m`, dest, {
+      ...quick,
+      onProgress: (p) => seen.push(p.received),
     });
-  } finally {
-    await server.close();
-  }
+    assert.deepEqual(server.log, ["/m -", `/m bytes=${half}-`]);
+    assert.deepEqual(await Deno.readFile(dest), CKPT.weights);
+    assert.deepEqual(names(dir), ["model.safetensors"]);
+    assert.equal(seen.at(-1), CKPT.weights.length);
+  });
 });
 
 Deno.test("downloadFile() without retries keeps the .part and the next call resumes it", async () => {
   const half = Math.floor(CKPT.weights.length / 2);
-  const server = serve((req, n) =>
-    n === 1 ? cutResponse(CKPT.weights, half) : fileResponse(req, CKPT.weights)
-  );
-  try {
-    await withTempDir(async (dir) => {
-      const dest = join(dir, "model.safetensors");
-      await assert.rejects(
-        downloadFile(`${server.url}/m`, dest, { ...quick, retries: 0 }),
-        (err: unknown) => {
-          assert.ok(err instanceof UserError);
-          assert.match(
-            err.message,
-            /was interrupted \(.*\); run again to resume from .*model\.safetensors\.part$/,
-          );
-          return true;
-        },
-      );
-      assert.deepEqual(names(dir), ["model.safetensors.part"]);
-      assert.equal((await Deno.stat(dest + ".part")).size, half);
-      await downloadFile(`${server.url}/m`, dest, { ...quick, retries: 0 });
-      assert.equal(server.log[1], `/m bytes=${half}-`);
-      assert.deepEqual(await Deno.readFile(dest), CKPT.weights);
-    });
-  } finally {
-    await server.close();
-  }
+  await served(halfCut(half), async (server, dir) => {
+    const dest = join(dir, "model.safetensors");
+    await assert.rejects(
+      downloadFile(`${server.url}/m`, dest, { ...quick, retries: 0 }),
+      (err: unknown) => {
+        assert.ok(err instanceof UserError);
+        assert.match(
+          err.message,
+          /was interrupted \(.*\); run again to resume from .*model\.safetensors\.part$/,
+        );
+        return true;
+      },
+    );
+    assert.deepEqual(names(dir), ["model.safetensors.part"]);
+    assert.equal((await Deno.stat(dest + ".part")).size, half);
+    await downloadFile(`${server.url}/m`, dest, { ...quick, retries: 0 });
+    assert.equal(server.log[1], `/m bytes=${half}-`);
+    assert.deepEqual(await Deno.readFile(dest), CKPT.weights);
+  });
 });
 
 Deno.test("downloadFile() starts over when the server ignores Range (200 instead of 206)", async () => {
-  const server = serve((req) => fileResponse(req, CKPT.weights, { ignoreRange: true }));
-  try {
-    await withTempDir(async (dir) => {
+  await served(
+    (req) => fileResponse(req, CKPT.weights, { ignoreRange: true }),
+    async (server, dir) => {
       const dest = join(dir, "model.safetensors");
       await Deno.writeFile(dest + ".part", new Uint8Array(1000).fill(0xff)); // stale garbage
       await downloadFile(`${server.url}/m`, dest, quick);
       assert.deepEqual(server.log, ["/m bytes=1000-"]);
       assert.deepEqual(await Deno.readFile(dest), CKPT.weights);
       assert.deepEqual(names(dir), ["model.safetensors"]);
-    });
-  } finally {
-    await server.close();
-  }
+    },
+  );
 });
 
 Deno.test("downloadFile() finishes a complete .part when the server answers 416", async () => {
-  const server = serve((req) => fileResponse(req, CKPT.weights));
-  try {
-    await withTempDir(async (dir) => {
-      const dest = join(dir, "model.safetensors");
-      await Deno.writeFile(dest + ".part", CKPT.weights);
-      await downloadFile(`${server.url}/m`, dest, quick);
-      assert.deepEqual(server.log, [`/m bytes=${CKPT.weights.length}-`]);
-      assert.deepEqual(await Deno.readFile(dest), CKPT.weights);
-    });
-  } finally {
-    await server.close();
-  }
+  await served((req) => fileResponse(req, CKPT.weights), async (server, dir) => {
+    const dest = join(dir, "model.safetensors");
+    await Deno.writeFile(dest + ".part", CKPT.weights);
+    await downloadFile(`${server.url}/m`, dest, quick);
+    assert.deepEqual(server.log, [`/m bytes=${CKPT.weights.length}-`]);
+    assert.deepEqual(await Deno.readFile(dest), CKPT.weights);
+  });
 });
 
 Deno.test("downloadFile() rejects a size that differs from expectedSize", async () => {
-  const server = serve((req) => fileResponse(req, CKPT.weights));
-  try {
-    await withTempDir(async (dir) => {
-      const dest = join(dir, "f");
-      await assert.rejects(
-        downloadFile(`${server.url}/f`, dest, { ...quick, expectedSize: 10 }),
-        /server reports \d+ bytes but 10 were expected/,
-      );
-      assert.deepEqual(names(dir), []);
-    });
-  } finally {
-    await server.close();
-  }
+  await served((req) => fileResponse(req, CKPT.weights), async (server, dir) => {
+    const dest = join(dir, "f");
+    await assert.rejects(
+      downloadFile(`${server.url}/f`, dest, { ...quick, expectedSize: 10 }),
+      /server reports \d+ bytes but 10 were expected/,
+    );
+    assert.deepEqual(names(dir), []);
+  });
 });
 
 Deno.test("downloadPretrained() resumes a truncated model.safetensors in the cache", async () => {
-  const server = serve(hub);
-  try {
-    await withTempDir(async (cache) => {
-      const dir = join(cache, "gpt2-small");
-      await Deno.mkdir(dir);
-      await Deno.writeFile(join(dir, "config.json"), CKPT.config);
-      const cut = CKPT.weights.length - 300;
-      await Deno.writeFile(join(dir, "model.safetensors"), CKPT.weights.slice(0, cut));
-      await downloadPretrained("gpt2-small", { cacheDir: cache, baseUrl: server.url, ...quick });
-      assert.deepEqual(server.log, [
-        `/openai-community/gpt2/resolve/main/model.safetensors bytes=${cut}-`,
-      ]);
-      assert.deepEqual(await Deno.readFile(join(dir, "model.safetensors")), CKPT.weights);
-      assert.deepEqual(names(dir), ["config.json", "model.safetensors"]);
-    });
-  } finally {
-    await server.close();
-  }
+  await served(hub, async (server, cache) => {
+    const dir = join(cache, "gpt2-small");
+    await Deno.mkdir(dir);
+    await Deno.writeFile(join(dir, "config.json"), CKPT.config);
+    const cut = CKPT.weights.length - 300;
+    await Deno.writeFile(join(dir, "model.safetensors"), CKPT.weights.slice(0, cut));
+    await downloadPretrained("gpt2-small", { cacheDir: cache, baseUrl: server.url, ...quick });
+    assert.deepEqual(server.log, [
+      `/openai-community/gpt2/resolve/main/model.safetensors bytes=${cut}-`,
+    ]);
+    assert.deepEqual(await Deno.readFile(join(dir, "model.safetensors")), CKPT.weights);
+    assert.deepEqual(names(dir), ["config.json", "model.safetensors"]);
+  });
 });
 
 Deno.test("downloadPretrained() on HTTP 404 says what failed and where to put the files by hand", async () => {
-  const server = serve(() =>
-    new Response("Repository not found", { status: 404, statusText: "Not Found" })
-  );
-  try {
-    await withTempDir(async (cache) => {
+  await served(
+    () => new Response("Repository not found", { status: 404, statusText: "Not Found" }),
+    async (server, cache) => {
       await assert.rejects(
         downloadPretrained("gpt2-medium", { cacheDir: cache, baseUrl: server.url, ...quick }),
         (err: unknown) => {
@@ -344,10 +311,8 @@ Deno.test("downloadPretrained() on HTTP 404 says what failed and where to put th
         "nothing in the final path, no .part",
       );
       assert.equal(server.log.length, 1);
-    });
-  } finally {
-    await server.close();
-  }
+    },
+  );
 });
 
 Deno.test("downloadPretrained() when the connection is refused says the host is unreachable", async () => {
@@ -388,34 +353,24 @@ Deno.test("downloadAlpaca() fetches ALPACA_URL to <cache>/alpaca_data.json and r
     { instruction: "Translate to French.", input: "Hello", output: "Bonjour" },
   ];
   const bytes = new TextEncoder().encode(JSON.stringify(entries));
-  const server = serve((req) => fileResponse(req, bytes));
-  try {
-    await withTempDir(async (cache) => {
-      await withEnv("ALPACA_URL", `${server.url}/alpaca_data.json`, async () => {
-        const path = await downloadAlpaca({ cacheDir: cache, ...quick });
-        assert.equal(path, join(cache, "alpaca_data.json"));
-        assert.deepEqual(JSON.parse(await Deno.readTextFile(path)), entries);
-        await downloadAlpaca({ cacheDir: cache, ...quick });
-        assert.deepEqual(server.log, ["/alpaca_data.json -"]);
-      });
+  await served((req) => fileResponse(req, bytes), async (server, cache) => {
+    await withEnv("ALPACA_URL", `${server.url}/alpaca_data.json`, async () => {
+      const path = await downloadAlpaca({ cacheDir: cache, ...quick });
+      assert.equal(path, join(cache, "alpaca_data.json"));
+      assert.deepEqual(JSON.parse(await Deno.readTextFile(path)), entries);
+      await downloadAlpaca({ cacheDir: cache, ...quick });
+      assert.deepEqual(server.log, ["/alpaca_data.json -"]);
     });
-  } finally {
-    await server.close();
-  }
+  });
   assert.match(ALPACA_URL, /tatsu-lab\/stanford_alpaca\/main\/alpaca_data\.json$/);
 });
 
 Deno.test("downloadAlpaca() rejects a file that is not Alpaca data and says where to put it", async () => {
-  const server = serve(() => new Response("<html>rate limited</html>"));
-  try {
-    await withTempDir(async (cache) => {
-      await assert.rejects(
-        downloadAlpaca({ cacheDir: cache, url: `${server.url}/a.json`, ...quick }),
-        /not a list of \{instruction, input, output\}; put alpaca_data\.json from http:\/\/127\.0\.0\.1:\d+\/a\.json into /,
-      );
-      assert.deepEqual(names(cache), []);
-    });
-  } finally {
-    await server.close();
-  }
+  await served(() => new Response("<html>rate limited</html>"), async (server, cache) => {
+    await assert.rejects(
+      downloadAlpaca({ cacheDir: cache, url: `${server.url}/a.json`, ...quick }),
+      /not a list of \{instruction, input, output\}; put alpaca_data\.json from http:\/\/127\.0\.0\.1:\d+\/a\.json into /,
+    );
+    assert.deepEqual(names(cache), []);
+  });
 });

@@ -9,8 +9,7 @@ import { chatTemplate, ollamaTemplate, templateOfChatTemplate } from "../lib/dat
 import { formatInput, formatResponse, responsePrefix } from "../lib/data/instruction.ts";
 import { exportModel } from "../lib/export.ts";
 import { readGgufHeader } from "../lib/io/gguf.ts";
-import { f32ToBf16Bits, f32ToF16Bits } from "../lib/io/half.ts";
-import { bf16ToF32, f16ToF32 } from "../lib/io/dtypes.ts";
+import { bf16ToF32, f16ToF32, f32ToBf16Bits, f32ToF16Bits } from "../lib/io/dtypes.ts";
 import { readSafetensors } from "../lib/io/safetensors.ts";
 import { TOKENIZER_FILES } from "../lib/io/tokenizer_files.ts";
 import { loadCheckpoint, paramsToTensors, saveCheckpoint } from "../lib/io/weights.ts";

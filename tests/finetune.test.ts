@@ -175,14 +175,30 @@ Deno.test("finetune reports bad data as one line and exit code 1", async () => {
 });
 
 Deno.test("finetune with an unknown --weights name lists the valid names", async () => {
-  const r = await cli("finetune", "--data", DATA, "--weights", "gpt3", "--out", "x");
+  const r = await cli("finetune", "--data", DATA, "--weights", "./gpt3", "--out", "x");
   assert.equal(r.code, 1);
-  assert.match(r.err, /^error: --weights "gpt3" .* valid names: gpt2-small, gpt2-medium/);
+  assert.match(r.err, /^error: --weights "\.\/gpt3" .* valid names: gpt2-small, gpt2-medium/);
+  // A bare name is tried on the Hub (here one that cannot be reached) before it is refused.
+  const env = { HF_ENDPOINT: "http://127.0.0.1:9", HF_HUB_CACHE: "/nonexistent/hf-cache" };
+  const saved = Object.keys(env).map((k) => Deno.env.get(k));
+  Object.entries(env).forEach(([k, v]) => Deno.env.set(k, v));
+  try {
+    const bare = await cli("finetune", "--data", DATA, "--weights", "gpt3", "--out", "x");
+    assert.equal(bare.code, 1);
+    assert.match(
+      bare.err,
+      /^error: --weights "gpt3" is not a folder, a known model \(gpt2-small, gpt2-medium.*\) nor a GPT-2 reachable on the Hugging Face Hub/m,
+    );
+  } finally {
+    Object.keys(env).forEach((k, i) =>
+      saved[i] === undefined ? Deno.env.delete(k) : Deno.env.set(k, saved[i]!)
+    );
+  }
 });
 
 Deno.test("finetune with a truncated file in the cache and no network fails with one clear line", async () => {
   const tmp = await Deno.makeTempDir();
-  const env = ["LLM_CACHE_DIR", "HF_ENDPOINT", "ALPACA_URL"];
+  const env = ["LLM_CACHE_DIR", "HF_ENDPOINT", "ALPACA_URL", "HF_HUB_CACHE"];
   const saved = env.map((k) => Deno.env.get(k));
   try {
     await Deno.mkdir(join(tmp, "gpt2-small"));
@@ -193,6 +209,7 @@ Deno.test("finetune with a truncated file in the cache and no network fails with
     await Deno.writeFile(join(tmp, "gpt2-small", "model.safetensors"), new Uint8Array(4));
     await Deno.writeTextFile(join(tmp, "alpaca_data.json"), '[{"instruction": "a", "outp');
     Deno.env.set("LLM_CACHE_DIR", tmp);
+    Deno.env.set("HF_HUB_CACHE", join(tmp, "no-hf-cache")); // not a real ~/.cache/huggingface
     Deno.env.set("HF_ENDPOINT", "http://127.0.0.1:9");
     Deno.env.set("ALPACA_URL", "http://127.0.0.1:9/alpaca_data.json");
     const out = join(tmp, "run");

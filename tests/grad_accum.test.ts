@@ -12,11 +12,11 @@ import { loadCheckpoint, loadWeightsInto } from "../lib/io/weights.ts";
 import { AdamW } from "../lib/train/adamw.ts";
 import { accumulatedStep, trainStep } from "../lib/train/step.ts";
 import type { Batch } from "../lib/train/loss.ts";
-import { GPTDatasetV1, TextDataLoader } from "../lib/data/text.ts";
 import { loadTrainingCheckpoint, saveTrainingCheckpoint } from "../lib/train/checkpoint.ts";
 import { trainModel, type TrainOptions } from "../lib/train/train.ts";
 import { UserError } from "../lib/util/errors.ts";
 import { assertAllClose, FIXTURES_DIR, readFixtureSafetensors } from "./fixtures.ts";
+import { tinyOptions, tinySetup } from "./run_helpers.ts";
 
 await initBackend({ log: false });
 
@@ -117,53 +117,10 @@ Deno.test("accumulating 4 x batch 2 equals one trainStep on batch 8 to 1e-6", as
 
 // --- the loop ------------------------------------------------------------------------------
 
-const tok = {
-  encode: (t: string) => [...t].map((c) => c.charCodeAt(0) % 64),
-  decode: (ids: Iterable<number>) => [...ids].map((i) => String.fromCharCode(i + 32)).join(""),
-};
-const TEXT = "the quick brown fox jumps over the lazy dog; ".repeat(4);
-
-function setup(seed = 123) {
-  const loader = (text: string, shuffle: boolean) =>
-    new TextDataLoader(
-      GPTDatasetV1.fromText(text, { maxLength: 8, stride: 8, tokenizer: tok }),
-      { batchSize: 2, shuffle, dropLast: shuffle, seed: 7 },
-    );
-  const model = new GPTModel({
-    vocabSize: 64,
-    contextLength: 8,
-    embDim: 16,
-    nHeads: 2,
-    nLayers: 1,
-    dropRate: 0.1,
-    qkvBias: false,
-  }, { seed });
-  const optimizer = new AdamW(model.namedParameters(), { lr: 1e-3, weightDecay: 0.1 });
-  return {
-    model,
-    optimizer,
-    trainLoader: loader(TEXT.slice(0, 150), true),
-    valLoader: loader(TEXT.slice(150), false),
-  };
-}
+const setup = (seed = 123) => tinySetup(seed, { nLayers: 1 });
 
 function options(s: ReturnType<typeof setup>, extra: Partial<TrainOptions> = {}): TrainOptions {
-  return {
-    trainLoader: s.trainLoader,
-    valLoader: s.valLoader,
-    optimizer: s.optimizer,
-    numEpochs: 2,
-    evalFreq: 1,
-    evalIter: 1,
-    peakLr: 1e-2,
-    initialLr: 1e-4,
-    minLr: 1e-4,
-    warmupSteps: 1,
-    progressEverySeconds: 0,
-    log: () => {},
-    gradientAccumulationSteps: 4,
-    ...extra,
-  };
+  return tinyOptions(s, { evalFreq: 1, warmupSteps: 1, gradientAccumulationSteps: 4, ...extra });
 }
 
 Deno.test("with --grad-accum 4 the schedule and evaluations count optimizer steps (the last step of an epoch takes the rest)", async () => {

@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { GPTModel } from "../lib/model/gpt.ts";
 import { downloadPretrained } from "../lib/io/download.ts";
-import { downloadRepo, parseRepoId } from "../lib/io/hub.ts";
+import { bareRepoId, downloadRepo, parseRepoId } from "../lib/io/hub.ts";
+import { baseModelConfig, resolveWeights } from "../lib/io/resolve.ts";
 import { findInHfCache, hfHubCacheDir } from "../lib/io/hf_cache.ts";
 import { configFromJson, readConfigFile } from "../lib/io/config_file.ts";
 import { loadCheckpoint, paramsToTensors, saveCheckpoint } from "../lib/io/weights.ts";
@@ -137,6 +138,38 @@ Deno.test("downloadRepo() refuses a repo that is not a GPT-2 before fetching its
       downloadRepo("nobody/nothing", { cacheDir: cache, baseUrl: hub.url, ...quick }),
       /HTTP 404 .*a Hugging Face model repo id\?/,
     );
+  } finally {
+    await hub.close();
+    await Deno.remove(cache, { recursive: true });
+  }
+});
+
+Deno.test("--weights NAME without an org is a Hub id when it is no folder or known name; a typo is one line", async () => {
+  assert.equal(bareRepoId("distilgpt2"), "distilgpt2");
+  for (const w of ["a/b", "./x", "..", "a b", ""]) assert.equal(bareRepoId(w), null, w);
+  const hub = fakeHub({ tinygpt2: FILES });
+  const cache = await Deno.makeTempDir();
+  try {
+    const env = { HF_ENDPOINT: hub.url, LLM_CACHE_DIR: cache, HF_HUB_CACHE: join(cache, "none") };
+    await withEnv(env, async () => {
+      assert.deepEqual(await baseModelConfig("tinygpt2"), CFG);
+      assert.equal(await resolveWeights("tinygpt2"), join(cache, "hub", "models--tinygpt2"));
+      assert.deepEqual(hub.log.map((l) => l.split(" ")[0]), [
+        "/tinygpt2/resolve/main/config.json",
+        "/tinygpt2/resolve/main/model.safetensors",
+      ]);
+      for (const typo of [() => resolveWeights("gpt2-smal"), () => baseModelConfig("gpt2-smal")]) {
+        await assert.rejects(typo, (err: unknown) => {
+          assert.ok(err instanceof UserError);
+          assert.match(
+            err.message,
+            /^--weights "gpt2-smal" is not a folder, a known model \(gpt2-small, .*\) nor a GPT-2 reachable on the Hugging Face Hub \(.*HTTP 404.*\)$/,
+          );
+          assert.ok(!err.message.includes("\n") && !err.message.includes("repo id?"), err.message);
+          return true;
+        });
+      }
+    });
   } finally {
     await hub.close();
     await Deno.remove(cache, { recursive: true });

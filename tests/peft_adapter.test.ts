@@ -4,12 +4,7 @@ import { join } from "node:path";
 import * as tf from "@tensorflow/tfjs";
 import { useStockCpu } from "../lib/backend.ts";
 import { withTempDir } from "./cli_helpers.ts";
-import {
-  loadPeftAdapter,
-  PEFT_CONFIG_FILE,
-  PEFT_WEIGHTS_FILE,
-  savePeftAdapter,
-} from "../lib/io/peft_adapter.ts";
+import { loadPeftAdapter, savePeftAdapter } from "../lib/io/peft_adapter.ts";
 import { readSafetensors, type TensorMap, writeSafetensors } from "../lib/io/safetensors.ts";
 import { bookToHf, hfToBook } from "../lib/io/gpt2_layout.ts";
 import {
@@ -22,7 +17,7 @@ import { exportModel } from "../lib/export.ts";
 import type { GPTConfig } from "../lib/model/config.ts";
 import { GPTModel } from "../lib/model/gpt.ts";
 import { replaceLinearWithLora } from "../lib/model/lora.ts";
-import { saveAdapter } from "../lib/io/adapter.ts";
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, saveAdapter } from "../lib/io/adapter.ts";
 
 await useStockCpu();
 
@@ -100,11 +95,11 @@ Deno.test("savePeftAdapter writes PEFT's keys and shapes for GPT2LMHeadModel (lo
   await withTempDir(async (dir) => {
     const model = loraModel();
     await savePeftAdapter(dir, model, { baseModel: "openai-community/gpt2" });
-    const { tensors, metadata } = await readSafetensors(join(dir, PEFT_WEIGHTS_FILE));
+    const { tensors, metadata } = await readSafetensors(join(dir, ADAPTER_WEIGHTS_FILE));
     assert.equal(metadata.format, "pt");
     const shapes = Object.fromEntries([...tensors].map(([k, t]) => [k, t.shape]));
     assert.deepEqual(shapes, LAYOUT.shapes);
-    const config = JSON.parse(await Deno.readTextFile(join(dir, PEFT_CONFIG_FILE)));
+    const config = JSON.parse(await Deno.readTextFile(join(dir, ADAPTER_CONFIG_FILE)));
     for (const [k, v] of Object.entries(LAYOUT.config)) assert.deepEqual(config[k], v, k);
     assert.equal(config.base_model_name_or_path, "openai-community/gpt2");
     model.dispose();
@@ -115,8 +110,8 @@ Deno.test("base weights merged the way PEFT merges our PEFT adapter give the LoR
   await withTempDir(async (dir) => {
     const model = loraModel();
     await savePeftAdapter(dir, model, { baseModel: "gpt2" });
-    const { tensors } = await readSafetensors(join(dir, PEFT_WEIGHTS_FILE));
-    const config = JSON.parse(await Deno.readTextFile(join(dir, PEFT_CONFIG_FILE)));
+    const { tensors } = await readSafetensors(join(dir, ADAPTER_WEIGHTS_FILE));
+    const config = JSON.parse(await Deno.readTextFile(join(dir, ADAPTER_CONFIG_FILE)));
     const { base, hf } = await baseOf();
     const merged = new GPTModel(CONFIG);
     loadWeightsInto(merged, hfToBook(peftMerge(hf, tensors, config), CONFIG));
@@ -156,8 +151,8 @@ Deno.test("a PEFT adapter as Python writes one (dense c_attn B, rank_pattern) lo
       tensors.set(key, { shape, data: (await t.data()) as Float32Array });
       t.dispose();
     }
-    await writeSafetensors(join(dir, PEFT_WEIGHTS_FILE), tensors, { format: "pt" });
-    await Deno.writeTextFile(join(dir, PEFT_CONFIG_FILE), JSON.stringify(LAYOUT.config));
+    await writeSafetensors(join(dir, ADAPTER_WEIGHTS_FILE), tensors, { format: "pt" });
+    await Deno.writeTextFile(join(dir, ADAPTER_CONFIG_FILE), JSON.stringify(LAYOUT.config));
     const model = new GPTModel(CONFIG, { seed: 11 });
     const hf = bookToHf(await paramsToTensors(model), CONFIG).tensors;
     await loadPeftAdapter(dir, model);
@@ -175,13 +170,13 @@ Deno.test("loadPeftAdapter refuses a rank that disagrees with adapter_config.jso
   await withTempDir(async (dir) => {
     const model = loraModel();
     await savePeftAdapter(dir, model, { baseModel: "gpt2" });
-    const cfg = JSON.parse(await Deno.readTextFile(join(dir, PEFT_CONFIG_FILE)));
-    await Deno.writeTextFile(join(dir, PEFT_CONFIG_FILE), JSON.stringify({ ...cfg, r: 4 }));
+    const cfg = JSON.parse(await Deno.readTextFile(join(dir, ADAPTER_CONFIG_FILE)));
+    await Deno.writeTextFile(join(dir, ADAPTER_CONFIG_FILE), JSON.stringify({ ...cfg, r: 4 }));
     await assert.rejects(
       loadPeftAdapter(dir, new GPTModel(CONFIG)),
       /has rank 2, adapter_config.json says 4/,
     );
-    await Deno.writeTextFile(join(dir, PEFT_CONFIG_FILE), JSON.stringify(cfg));
+    await Deno.writeTextFile(join(dir, ADAPTER_CONFIG_FILE), JSON.stringify(cfg));
     await assert.rejects(
       loadPeftAdapter(dir, new GPTModel({ ...CONFIG, embDim: 16 })),
       /which this base model lacks/,
@@ -202,8 +197,8 @@ Deno.test("export --format peft rewrites our adapter in PEFT's format; gguf/hf e
       format: "peft",
       out: join(dir, "peft"),
     });
-    assert.deepEqual(r.files, [PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE]);
-    const { tensors } = await readSafetensors(join(dir, "peft", PEFT_WEIGHTS_FILE));
+    assert.deepEqual(r.files, [ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE]);
+    const { tensors } = await readSafetensors(join(dir, "peft", ADAPTER_WEIGHTS_FILE));
     assert.deepEqual(
       Object.fromEntries([...tensors].map(([k, t]) => [k, t.shape])),
       LAYOUT.shapes,

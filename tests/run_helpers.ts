@@ -23,14 +23,14 @@ const charTokenizer = {
 };
 const TEXT = "the quick brown fox jumps over the lazy dog; ".repeat(4);
 
-/** A fresh model, optimizer and loaders (9 train batches per epoch). */
-export function tinySetup(seed = 123) {
+/** A fresh model (TINY with `config`'s changes), optimizer and loaders (9 train batches per epoch). */
+export function tinySetup(seed = 123, config: Partial<GPTConfig> = {}) {
   const loader = (text: string, shuffle: boolean) =>
     new TextDataLoader(
       GPTDatasetV1.fromText(text, { maxLength: 8, stride: 8, tokenizer: charTokenizer }),
       { batchSize: 2, shuffle, dropLast: shuffle, seed: 7 },
     );
-  const model = new GPTModel(TINY, { seed });
+  const model = new GPTModel({ ...TINY, ...config }, { seed });
   const optimizer = new AdamW(model.namedParameters(), { lr: 1e-3, weightDecay: 0.1 });
   return {
     model,

@@ -127,12 +127,15 @@ Deno.test("llm generate --stream prints the prompt and the same text as the unst
   assert.equal(streamed, "Every effort" + text + "\n");
   // A stop string from the middle of the text: the stream ends before it, as --json does.
   const stop = text.slice(Math.floor(text.length / 2)).slice(0, 3);
-  const [cutStreamed, cutJson] = await Promise.all([
+  const never = "\u2603\u2603\u2603\u2603"; // a longer stop string that never comes holds back more
+  const [cutStreamed, cutJson, twoStreamed] = await Promise.all([
     run("--stream", "--stop", stop),
     run("--json", "--stop", stop),
+    run("--stream", "--stop", never, "--stop", stop),
   ]);
   const cut: string = JSON.parse(cutJson).text;
   assert.ok(!cut.includes(stop) && cut.length < text.length, JSON.stringify({ text, stop, cut }));
   assert.equal(cutStreamed, "Every effort" + cut + "\n");
+  assert.equal(twoStreamed, cutStreamed, "two --stop strings stream as the one that occurs");
   await Deno.remove(dir, { recursive: true });
 });

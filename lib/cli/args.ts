@@ -13,11 +13,13 @@ interface FlagBase {
   required?: boolean;
 }
 
-/** A text flag, optionally one of `choices`. */
+/** A text flag, optionally one of `choices`; `repeatable`: every occurrence, in order. */
 export interface StringFlag extends FlagBase {
   type: "string";
   default?: string;
   choices?: readonly string[];
+  /** `--stop A --stop B` gives ["A", "B"] (none given: []). */
+  repeatable?: boolean;
 }
 
 /** A number flag (`int`: an integer) with its range. */
@@ -44,13 +46,15 @@ export type FlagSpec = StringFlag | NumberFlag | BooleanFlag;
 /** Flag specs by name (without the leading `--`). */
 export type FlagSpecs = Record<string, FlagSpec>;
 
-type ValueOf<S> = S extends { type: "boolean" } ? boolean
+type ValueOf<S> = S extends { repeatable: true } ? string[]
+  : S extends { type: "boolean" } ? boolean
   : S extends { type: "int" | "number" } ? number
   : S extends { choices: readonly (infer C extends string)[] } ? C
   : string;
 
 type AlwaysSet<S> = S extends { required: true } ? true
   : S extends { default: unknown } ? true
+  : S extends { repeatable: true } ? true
   : S extends { type: "boolean" } ? true
   : false;
 
@@ -96,7 +100,8 @@ export function flagHelp(flags: FlagSpecs): string[] {
       ? " (required)"
       : "";
     const choices = spec.type === "string" && spec.choices ? ` [${spec.choices.join("|")}]` : "";
-    lines.push(`  --${name.padEnd(width)}${spec.help}${choices}${def}`);
+    const again = spec.type === "string" && spec.repeatable ? " (repeatable)" : "";
+    lines.push(`  --${name.padEnd(width)}${spec.help}${choices}${again}${def}`);
   }
   lines.push(`  --${"help".padEnd(width)}show this help`);
   return lines;
@@ -132,7 +137,7 @@ export function parseArgv<F extends FlagSpecs>(
     throw new UserError(prefix ? `${prefix}: ${msg}` : msg);
   };
   const usage = (msg: string) => fail(`${msg} (see --help)`);
-  const raw = new Map<string, string | boolean>();
+  const raw = new Map<string, string | boolean | string[]>();
   const positionals: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -162,14 +167,22 @@ export function parseArgv<F extends FlagSpecs>(
       value = next;
       i++;
     }
-    raw.set(name, value);
+    if (spec!.type === "string" && spec!.repeatable) {
+      raw.set(name, [...(raw.get(name) as string[] | undefined) ?? [], value]);
+    } else raw.set(name, value);
   }
-  const flags: Record<string, string | number | boolean | undefined> = {};
+  const flags: Record<string, string | number | boolean | string[] | undefined> = {};
   for (const [name, spec] of Object.entries(specs)) {
     const given = raw.get(name);
     if (given === undefined) {
       if (spec.required) usage(`--${name} is required`);
-      flags[name] = spec.type === "boolean" ? spec.default ?? false : spec.default;
+      flags[name] = spec.type === "boolean"
+        ? spec.default ?? false
+        : spec.type === "string" && spec.repeatable
+        ? []
+        : spec.default;
+    } else if (Array.isArray(given)) {
+      flags[name] = given.map((v) => String(convert(name, spec, v, fail)));
     } else flags[name] = convert(name, spec, given, fail);
   }
   return { flags: typed<F>(flags), positionals, help: false };

@@ -2,7 +2,7 @@
 import { initBackend } from "../backend.ts";
 import { PROMPT_TEMPLATES } from "../data/instruction.ts";
 import { EXPORT_FORMATS, exportModel, GGUF_FILE, MODELFILE } from "../export.ts";
-import { FLOAT_TYPES } from "../io/half.ts";
+import { FLOAT_TYPES } from "../io/dtypes.ts";
 import { defineCommand } from "./args.ts";
 
 export const exportCmd = defineCommand({

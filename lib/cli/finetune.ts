@@ -4,14 +4,13 @@
  * LoRA adapter/ (and merged/ with --merge). Ctrl-C or SIGTERM saves a checkpoint and exits
  * 130/143; --resume continues it. The run itself is lib/train/finetune_run.ts.
  */
-import { ExitCode, UserError } from "../util/errors.ts";
 import { ALPACA_ADVICE } from "../data/instruction_data.ts";
 import { FINETUNE_DEFAULTS } from "../train/finetune.ts";
 import { type FinetuneRunOptions, planFinetuning, runFinetuning } from "../train/finetune_run.ts";
 import { LORA_SCALINGS } from "../model/lora.ts";
 import { PROMPT_TEMPLATES } from "../data/instruction.ts";
 import { defineCommand, defineFlags, type Flags } from "./args.ts";
-import { EXTRA_FLAGS, extrasFromFlags } from "./train_flags.ts";
+import { EXTRA_FLAGS, extrasFromFlags, planOrRun, runFlags, runFromFlags } from "./train_flags.ts";
 
 const D = FINETUNE_DEFAULTS;
 
@@ -54,18 +53,6 @@ const FLAGS = defineFlags({
   epochs: { type: "int", positive: true, default: D.numEpochs, help: "passes over the data" },
   lr: { type: "number", positive: true, default: D.lr, help: "AdamW learning rate (constant)" },
   "weight-decay": { type: "number", default: D.weightDecay, help: "AdamW weight decay" },
-  "eval-freq": {
-    type: "int",
-    positive: true,
-    default: D.evalFreq,
-    help: "evaluate every N steps",
-  },
-  "eval-iter": {
-    type: "int",
-    positive: true,
-    default: D.evalIter,
-    help: "batches per evaluation",
-  },
   "warmup-fraction": {
     type: "number",
     default: 0,
@@ -117,12 +104,7 @@ const FLAGS = defineFlags({
     help: "dropout on the LoRA branch's input, in [0, 1) (default 0, the book)",
   },
   merge: { type: "boolean", default: false, help: "with LoRA: also save the merged model" },
-  "checkpoint-every": {
-    type: "int",
-    positive: true,
-    help: "also save a checkpoint every N steps",
-  },
-  resume: { type: "string", help: "continue the run saved in this folder" },
+  ...runFlags(D),
   ...EXTRA_FLAGS,
   "dry-run": {
     type: "boolean",
@@ -144,8 +126,6 @@ async function finetune(f: Flags<typeof FLAGS>): Promise<void> {
   const options: FinetuneRunOptions = {
     data: f.data,
     weights: f.weights,
-    out: f.out,
-    resume: f.resume,
     template: f.template,
     maskInstruction: f["mask-instruction"],
     allowedMaxLength: f["allowed-max-length"],
@@ -153,8 +133,6 @@ async function finetune(f: Flags<typeof FLAGS>): Promise<void> {
     epochs: f.epochs,
     lr: f.lr,
     weightDecay: f["weight-decay"],
-    evalFreq: f["eval-freq"],
-    evalIter: f["eval-iter"],
     warmupFraction: f["warmup-fraction"],
     initialLr: f["initial-lr"],
     minLr: f["min-lr"],
@@ -171,19 +149,9 @@ async function finetune(f: Flags<typeof FLAGS>): Promise<void> {
     useRslora: f["use-rslora"],
     loraTargets: f["lora-targets"],
     loraDropout: f["lora-dropout"],
+    ...runFromFlags(f),
     ...extrasFromFlags(f),
     merge: f.merge,
-    checkpointEvery: f["checkpoint-every"],
-    handleSignals: true,
   };
-  if (f["dry-run"]) {
-    console.log(JSON.stringify(await planFinetuning(options)));
-    return;
-  }
-  if (!options.out && !options.resume) {
-    throw new UserError("finetune: --out DIR is required (or use --dry-run)");
-  }
-  const r = await runFinetuning(options);
-  r.model.dispose();
-  if (r.exitCode) throw new ExitCode(r.exitCode);
+  await planOrRun("finetune", f["dry-run"], options, planFinetuning, runFinetuning);
 }

@@ -42,6 +42,7 @@ const FLAGS = defineFlags({
   },
   stop: {
     type: "string",
+    repeatable: true,
     help: 'stop when the output contains this text (\\n for a newline, e.g. "\\n\\n")',
   },
   adapter: {
@@ -67,14 +68,14 @@ export const generateCmd = defineCommand({
   name: "generate",
   summary: "generate text from a prompt with a checkpoint or pretrained GPT-2",
   usage:
-    "generate --weights DIR|NAME|ORG/REPO --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--repetition-penalty R] [--stop S] [--adapter DIR] [--seed S] [--stream] [--json]",
+    "generate --weights DIR|NAME|ORG/REPO --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--repetition-penalty R] [--stop S ...] [--adapter DIR] [--seed S] [--stream] [--json]",
   flags: FLAGS,
   async run(f) {
     promptIds(f); // validate before loading anything
     const topP = f["top-p"];
     const penalty = f["repetition-penalty"];
-    const stop = f.stop !== undefined ? unescapeStop(f.stop) : undefined;
-    if (stop === "") throw new UserError("generate: --stop is empty");
+    const stops = f.stop.map(unescapeStop);
+    if (stops.includes("")) throw new UserError("generate: --stop is empty");
     await initBackend({ log: !f.json });
     // Dropout is off in generation whatever the checkpoint says (generate runs in eval mode).
     const { model } = await loadBaseModel(f.weights);
@@ -99,13 +100,13 @@ export const generateCmd = defineCommand({
       topK: f["top-k"],
       topP,
       repetitionPenalty: penalty,
-      stop: stop !== undefined ? [stop] : undefined,
+      stop: stops,
       decode: decodeIds,
       seed: f.seed,
       eosId: f["stop-at-eos"] ? END_OF_TEXT : undefined,
       useCache: !f["no-cache"],
     };
-    const live = f.stream && !f.json ? new StopAwareStream(decode(prompt), stop) : undefined;
+    const live = f.stream && !f.json ? new StopAwareStream(decode(prompt), stops) : undefined;
     const ids = live
       ? (await generateText(model, prompt, {
         ...options,
@@ -113,7 +114,7 @@ export const generateCmd = defineCommand({
         onText: (delta) => live.append(delta),
       })).ids
       : await generate(model, prompt, options);
-    const text = stop !== undefined ? cutAtStop(decodeIds(ids), [stop]).text : decodeIds(ids);
+    const text = cutAtStop(decodeIds(ids), stops).text;
     if (live) await live.finish(text);
     else console.log(f.json ? JSON.stringify({ ids, text }) : decode(prompt) + text);
   },
@@ -136,21 +137,23 @@ function decodeIds(ids: Iterable<number>): string {
 }
 
 /**
- * Streamed text that never shows a --stop string: the last `stop.length - 1` characters wait
- * until no stop string can start there; the end is the cut text.
+ * Streamed text that never shows a --stop string: the last characters (one fewer than the
+ * longest stop string) wait until no stop string can start there; the end is the cut text.
  */
 class StopAwareStream {
   readonly #live: LiveText;
   #text = "";
   #shown = 0;
-  constructor(prompt: string, readonly stop: string | undefined) {
+  readonly #held: number;
+  constructor(prompt: string, readonly stops: readonly string[]) {
     this.#live = new LiveText(prompt);
+    this.#held = Math.max(0, ...stops.map((s) => s.length - 1));
   }
 
   append(delta: string): Promise<void> {
     this.#text += delta;
-    let safe = this.#text.length - (this.stop ? this.stop.length - 1 : 0);
-    if (this.stop && this.#text.includes(this.stop)) safe = this.#shown; // the end is cut anyway
+    let safe = this.#text.length - this.#held;
+    if (this.stops.some((s) => this.#text.includes(s))) safe = this.#shown; // the end is cut anyway
     const code = this.#text.charCodeAt(safe - 1);
     if (code >= 0xd800 && code <= 0xdbff) safe--; // never split a surrogate pair
     if (safe <= this.#shown) return Promise.resolve();

@@ -1,6 +1,5 @@
 /** `llm pretrain`: appendix D's training run on a text file, with a run folder and resume. */
 import { PRESETS } from "../model/config.ts";
-import { ExitCode, UserError } from "../util/errors.ts";
 import {
   planPretraining,
   PRETRAIN_DEFAULTS as D,
@@ -8,7 +7,7 @@ import {
   runPretraining,
 } from "../train/pretrain_run.ts";
 import { defineCommand, defineFlags, type Flags } from "./args.ts";
-import { EXTRA_FLAGS, extrasFromFlags } from "./train_flags.ts";
+import { EXTRA_FLAGS, extrasFromFlags, planOrRun, runFlags, runFromFlags } from "./train_flags.ts";
 
 const FLAGS = defineFlags({
   data: {
@@ -63,33 +62,13 @@ const FLAGS = defineFlags({
     default: D.weightDecay,
     help: "AdamW decoupled weight decay",
   },
-  "eval-freq": {
-    type: "int",
-    positive: true,
-    default: D.evalFreq,
-    help: "evaluate every N steps",
-  },
-  "eval-iter": {
-    type: "int",
-    positive: true,
-    default: D.evalIter,
-    help: "batches per evaluation",
-  },
   seed: { type: "int", default: D.seed, help: "seed of weights, shuffling and dropout" },
-  "checkpoint-every": {
-    type: "int",
-    positive: true,
-    help: "also save a checkpoint every N steps",
-  },
   "start-context": {
     type: "string",
     default: D.startContext,
     help: "prompt of the sample after each epoch",
   },
-  resume: {
-    type: "string",
-    help: "continue the run saved in this folder (--out defaults to it)",
-  },
+  ...runFlags(D),
   ...EXTRA_FLAGS,
   "dry-run": {
     type: "boolean",
@@ -110,11 +89,10 @@ export const pretrainCmd = defineCommand({
 async function pretrain(f: Flags<typeof FLAGS>): Promise<void> {
   const options: PretrainRunOptions = {
     data: f.data,
-    out: f.out,
-    resume: f.resume,
     model: f.model,
     config: f.config,
     initFrom: f["init-from"],
+    ...runFromFlags(f),
     ...extrasFromFlags(f),
     contextLength: f["context-length"],
     epochs: f.epochs,
@@ -125,21 +103,8 @@ async function pretrain(f: Flags<typeof FLAGS>): Promise<void> {
     warmupFraction: f["warmup-fraction"],
     maxGradNorm: f["max-grad-norm"],
     weightDecay: f["weight-decay"],
-    evalFreq: f["eval-freq"],
-    evalIter: f["eval-iter"],
     seed: f.seed,
-    checkpointEvery: f["checkpoint-every"],
     startContext: f["start-context"],
-    handleSignals: true,
   };
-  if (f["dry-run"]) {
-    console.log(JSON.stringify(await planPretraining(options)));
-    return;
-  }
-  if (!options.out && !options.resume) {
-    throw new UserError("pretrain: --out DIR is required (or use --dry-run)");
-  }
-  const r = await runPretraining(options);
-  r.model.dispose();
-  if (r.exitCode) throw new ExitCode(r.exitCode);
+  await planOrRun("pretrain", f["dry-run"], options, planPretraining, runPretraining);
 }

@@ -1,6 +1,53 @@
-/** Flags beyond the book that `pretrain` and `finetune` share (see lib/train/run_extras.ts). */
+/**
+ * Flags that `pretrain` and `finetune` share: the run folder's (evaluation, checkpoints, resume),
+ * those beyond the book (see lib/train/run_extras.ts), and the dry run or the run they start.
+ */
 import type { TrainingExtras } from "../train/run_extras.ts";
+import type { GPTModel } from "../model/gpt.ts";
+import type { RunPlace } from "../train/run_steps.ts";
+import { ExitCode, UserError } from "../util/errors.ts";
 import { defineFlags, type Flags } from "./args.ts";
+
+/** The run folder's flags, with a command's evaluation defaults. */
+export function runFlags(d: { evalFreq: number; evalIter: number }) {
+  return defineFlags({
+    "eval-freq": {
+      type: "int",
+      positive: true,
+      default: d.evalFreq,
+      help: "evaluate every N steps",
+    },
+    "eval-iter": {
+      type: "int",
+      positive: true,
+      default: d.evalIter,
+      help: "batches per evaluation",
+    },
+    "checkpoint-every": {
+      type: "int",
+      positive: true,
+      help: "also save a checkpoint every N steps",
+    },
+    resume: {
+      type: "string",
+      help: "continue the run saved in this folder (--out defaults to it)",
+    },
+  });
+}
+
+/** The parsed run folder flags as run options (signals stop the run with a checkpoint). */
+export function runFromFlags(
+  f: Flags<ReturnType<typeof runFlags>> & { out?: string },
+): RunPlace & { evalFreq: number; evalIter: number } {
+  return {
+    out: f.out,
+    resume: f.resume,
+    evalFreq: f["eval-freq"],
+    evalIter: f["eval-iter"],
+    checkpointEvery: f["checkpoint-every"],
+    handleSignals: true,
+  };
+}
 
 /** The flag specs, with the book's behaviour as every default. */
 export const EXTRA_FLAGS = defineFlags({
@@ -41,4 +88,27 @@ export function extrasFromFlags(f: Flags<typeof EXTRA_FLAGS>): TrainingExtras {
     earlyStopPatience: f["early-stop-patience"],
     logEvery: f["log-every"],
   };
+}
+
+/**
+ * `--dry-run`: prints the plan as one JSON line; else the run, which needs `--out` (or
+ * `--resume`) and exits with its code (130/143 when a signal stopped it).
+ */
+export async function planOrRun<O extends { out?: string; resume?: string }>(
+  command: string,
+  dryRun: boolean,
+  options: O,
+  plan: (o: O) => Promise<unknown>,
+  run: (o: O) => Promise<{ model: GPTModel; exitCode: number }>,
+): Promise<void> {
+  if (dryRun) {
+    console.log(JSON.stringify(await plan(options)));
+    return;
+  }
+  if (!options.out && !options.resume) {
+    throw new UserError(`${command}: --out DIR is required (or use --dry-run)`);
+  }
+  const r = await run(options);
+  r.model.dispose();
+  if (r.exitCode) throw new ExitCode(r.exitCode);
 }

@@ -25,8 +25,9 @@ import {
   shortName,
 } from "../model/lora.ts";
 import { readSafetensors, type TensorMap, writeSafetensors } from "./safetensors.ts";
+import { parseJsonFile } from "./json.ts";
 
-/** File names of an adapter folder (PEFT's). */
+/** File names of an adapter folder (PEFT's, for ours and for PEFT's own format). */
 export const ADAPTER_CONFIG_FILE = "adapter_config.json";
 export const ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors";
 const FORMAT = "llm-from-scratch-lora";
@@ -178,6 +179,18 @@ export async function saveAdapter(
     format: FORMAT,
     format_version: 1,
   };
+  return await writeAdapterFiles(dir, tensors, config);
+}
+
+/**
+ * Writes an adapter folder in PEFT's file names (ours and PEFT's own format alike): the weights
+ * first, then the config, so that a folder with a config is complete.
+ */
+export async function writeAdapterFiles(
+  dir: string,
+  tensors: TensorMap,
+  config: object,
+): Promise<string> {
   await Deno.mkdir(dir, { recursive: true });
   await writeSafetensors(join(dir, ADAPTER_WEIGHTS_FILE), tensors, { format: "pt" });
   await writeTextAtomic(join(dir, ADAPTER_CONFIG_FILE), JSON.stringify(config, null, 2) + "\n");
@@ -206,12 +219,7 @@ export async function readAdapterConfig(dir: string): Promise<AdapterConfig> {
       } (an adapter folder holds ${ADAPTER_CONFIG_FILE} and ${ADAPTER_WEIGHTS_FILE})`,
     );
   }
-  let c: AdapterConfig;
-  try {
-    c = JSON.parse(await Deno.readTextFile(path));
-  } catch (err) {
-    throw new UserError(`${path}: not valid JSON (${(err as Error).message})`);
-  }
+  const c = parseJsonFile(await Deno.readTextFile(path), path) as AdapterConfig;
   const bad = (what: string) => {
     throw new UserError(`${path}: ${what}`);
   };

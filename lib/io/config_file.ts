@@ -7,6 +7,7 @@
 import { type GPTConfig, validateConfig } from "../model/config.ts";
 import { UserError } from "../util/errors.ts";
 import { gptConfigFromHf } from "./hf_config.ts";
+import { parseJsonFile } from "./json.ts";
 
 /** The book's GPT_CONFIG_124M keys. */
 const BOOK_KEYS = {
@@ -86,11 +87,5 @@ export async function readConfigFile(path: string): Promise<GPTConfig> {
   } catch (err) {
     throw new UserError(`cannot read --config ${path}: ${(err as Error).message.split("\n")[0]}`);
   }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new UserError(`${path}: not valid JSON (${(err as Error).message})`);
-  }
-  return configFromJson(json, path);
+  return configFromJson(parseJsonFile(text, path), path);
 }

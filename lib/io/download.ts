@@ -2,7 +2,8 @@
  * Downloads with resume: OpenAI's GPT-2 weights from the Hugging Face Hub (chapter 5.5, appendix
  * D/E, chapter 7) and the Stanford Alpaca data set (exercise 7.3), cached on disk.
  *
- * One transfer (resume, timeouts, size check, progress) is ./download_file.ts.
+ * One transfer (resume, timeouts, size check, progress) is ./download_file.ts; what every Hub
+ * download shares (token, Python cache, model.safetensors) is ./hub_fetch.ts.
  *
  * @example
  * ```ts
@@ -13,13 +14,12 @@
  * ```
  * @module
  */
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { UserError } from "../util/errors.ts";
 import { exists } from "../util/fs.ts";
-import { checkSafetensorsFile } from "./safetensors_header.ts";
-import { downloadFile, type DownloadOptions, fileSize } from "./download_file.ts";
-import { findInHfCache, hfHubCacheDir } from "./hf_cache.ts";
+import { downloadFile } from "./download_file.ts";
+import { fetchSafetensors, fromHfCache, type HubOptions, hubRepo } from "./hub_fetch.ts";
 
 /** OpenAI's GPT-2 sizes and their Hugging Face repositories. */
 export const PRETRAINED: Record<string, string> = {
@@ -38,12 +38,6 @@ export const ALPACA_LICENSE_NOTE =
   "note: Stanford Alpaca data (tatsu-lab/stanford_alpaca) is licensed CC BY-NC 4.0: " +
   "non-commercial use only.";
 
-/** The Hugging Face Hub to download from: env HF_ENDPOINT (a mirror) or https://huggingface.co. */
-export function hfBaseUrl(): string {
-  const env = Deno.env.get("HF_ENDPOINT")?.trim();
-  return (env ? env : "https://huggingface.co").replace(/\/+$/, "");
-}
-
 /** The download cache: env LLM_CACHE_DIR, else `data/cache` in this repository. */
 export function defaultCacheDir(): string {
   const env = Deno.env.get("LLM_CACHE_DIR")?.trim();
@@ -55,40 +49,8 @@ export function defaultCacheDir(): string {
 // ---------------------------------------------------------------------------------------------
 // GPT-2 weights
 
-/** Options for {@link downloadPretrained}. */
-export interface PretrainedOptions {
-  /** Default: {@link defaultCacheDir}. The files go to `<cacheDir>/<name>/`. */
-  cacheDir?: string;
-  /** Default: {@link hfBaseUrl}. */
-  baseUrl?: string;
-  signal?: AbortSignal;
-  quiet?: boolean;
-  /** See {@link DownloadOptions}. */
-  retries?: number;
-  retryDelayMs?: number;
-  /** The Python Hugging Face cache to reuse (default {@link hfHubCacheDir}); false: never. */
-  hfCache?: string | false;
-}
-
-/** The Hub token: env HF_TOKEN (or HUGGING_FACE_HUB_TOKEN), else `$HF_HOME/token` as huggingface-cli saves it. */
-export async function hfToken(): Promise<string | undefined> {
-  const env = Deno.env.get("HF_TOKEN")?.trim() || Deno.env.get("HUGGING_FACE_HUB_TOKEN")?.trim();
-  if (env) return env;
-  const hub = hfHubCacheDir();
-  const home = Deno.env.get("HF_HOME")?.trim() || (hub ? dirname(hub) : undefined);
-  if (!home) return undefined;
-  try {
-    return (await Deno.readTextFile(join(home, "token"))).trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Request headers for the Hub: the token as a bearer, when there is one. */
-export async function hubHeaders(): Promise<Record<string, string>> {
-  const token = await hfToken();
-  return token ? { Authorization: `Bearer ${token}` } : {};
-}
+/** Options for {@link downloadPretrained}; the files go to `<cacheDir>/<name>/`. */
+export type PretrainedOptions = HubOptions;
 
 /** Ids the Python cache may hold a repo under: `openai-community/gpt2` was once `gpt2`. */
 function cacheIds(repo: string): string[] {
@@ -120,28 +82,16 @@ export async function downloadPretrained(
       `unknown pretrained model "${name}"; valid names: ${Object.keys(PRETRAINED).join(", ")}`,
     );
   }
-  if (options.hfCache !== false) {
-    const hit = await findInHfCache(cacheIds(repo), options.hfCache ?? hfHubCacheDir());
-    if (hit) {
-      if (!options.quiet) console.error(`${name}: using the Hugging Face cache (${hit})`);
-      return hit;
-    }
-  }
+  const hit = await fromHfCache(cacheIds(repo), name, options);
+  if (hit) return hit;
   const dir = join(options.cacheDir ?? defaultCacheDir(), name);
-  const page = `${options.baseUrl?.replace(/\/+$/, "") ?? hfBaseUrl()}/${repo}`;
-  const common: DownloadOptions = {
-    signal: options.signal,
-    quiet: options.quiet,
-    retries: options.retries,
-    retryDelayMs: options.retryDelayMs,
-    headers: await hubHeaders(),
-  };
+  const { page, transfer } = await hubRepo(repo, options);
   try {
     const configPath = join(dir, "config.json");
     if (!await isGpt2Config(configPath)) {
       await Deno.remove(configPath).catch(() => {});
       await downloadFile(`${page}/resolve/main/config.json`, configPath, {
-        ...common,
+        ...transfer,
         label: `${name}/config.json`,
       });
       if (!await isGpt2Config(configPath)) {
@@ -149,31 +99,7 @@ export async function downloadPretrained(
         throw new UserError(`the downloaded ${name}/config.json is not a GPT-2 config`);
       }
     }
-
-    const weightsPath = join(dir, "model.safetensors");
-    const cached = await checkSafetensorsFile(weightsPath);
-    if (cached.status !== "ok") {
-      if (cached.status === "truncated") {
-        // Resume where the cached copy ends (unless a longer .part exists).
-        const partSize = await fileSize(`${weightsPath}.part`);
-        if (cached.size > partSize) await Deno.rename(weightsPath, `${weightsPath}.part`);
-        else await Deno.remove(weightsPath);
-      } else if (cached.status === "corrupt") {
-        await Deno.remove(weightsPath);
-      }
-      await downloadFile(`${page}/resolve/main/model.safetensors`, weightsPath, {
-        ...common,
-        expectedSize: cached.expectedSize,
-        label: `${name}/model.safetensors`,
-      });
-      const fetched = await checkSafetensorsFile(weightsPath);
-      if (fetched.status !== "ok") {
-        await Deno.remove(weightsPath).catch(() => {});
-        throw new UserError(
-          `the downloaded ${name}/model.safetensors is ${fetched.status} (${fetched.reason})`,
-        );
-      }
-    }
+    await fetchSafetensors(page, dir, name, transfer);
   } catch (err) {
     if (err instanceof UserError) {
       throw new UserError(

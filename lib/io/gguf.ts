@@ -8,7 +8,7 @@
  * @module
  */
 import { writeAll, writeAtomicWith } from "../util/fs.ts";
-import { floatBytes, type FloatType } from "./half.ts";
+import { floatBytes, type FloatType } from "./dtypes.ts";
 
 /** GGUF value type codes (gguf.md, `gguf_metadata_value_type`). */
 const TYPE = {

@@ -17,7 +17,7 @@ import type { GPTConfig } from "../model/config.ts";
 import { UserError } from "../util/errors.ts";
 import { type GgufTensor, type GgufValue, writeGguf } from "./gguf.ts";
 import { GPT2_EOS_ID, gpt2Vocab } from "./gpt2_vocab.ts";
-import type { FloatType } from "./half.ts";
+import type { FloatType } from "./dtypes.ts";
 import { GPT2_VOCAB_SIZE } from "./tokenizer_files.ts";
 import { bookToHf, transpose2d } from "./gpt2_layout.ts";
 import { type TensorMap } from "./safetensors.ts";

@@ -6,6 +6,7 @@
 import { join } from "node:path";
 import { type GPTConfig, validateConfig } from "../model/config.ts";
 import { UserError } from "../util/errors.ts";
+import { parseJsonFile } from "./json.ts";
 
 /** The file names of a checkpoint folder. */
 export const CONFIG_FILE = "config.json";
@@ -102,13 +103,7 @@ export async function readHfConfigFull(dir: string): Promise<{ config: GPTConfig
     }
     throw err;
   }
-  let json: HfGpt2Config;
-  try {
-    json = JSON.parse(text);
-  } catch (err) {
-    throw new UserError(`${path}: not valid JSON (${(err as Error).message})`);
-  }
-  return gptConfigFromHf(json, path);
+  return gptConfigFromHf(parseJsonFile(text, path) as HfGpt2Config, path);
 }
 
 /** The HF config.json for a GPTConfig (what transformers' GPT2LMHeadModel expects). */

@@ -1,6 +1,7 @@
 /**
  * Any GPT-2 from the Hugging Face Hub as `--weights`: a repo id (`distilbert/distilgpt2`, a
- * community finetune, or `hf:NAME` for ids without an organisation) whose config.json says
+ * community finetune, `hf:NAME` for ids without an organisation, or such a bare `NAME` that is
+ * no folder or known model) whose config.json says
  * `model_type: gpt2`. The Python cache is reused when it has the files; otherwise they are
  * downloaded (with resume, and HF_TOKEN for gated or private repos) into
  * `<cacheDir>/hub/models--ORG--NAME/`.
@@ -9,10 +10,10 @@ import { join } from "node:path";
 import { UserError } from "../util/errors.ts";
 import { exists } from "../util/fs.ts";
 import { configFromJson } from "./config_file.ts";
-import { defaultCacheDir, hfBaseUrl, hubHeaders, type PretrainedOptions } from "./download.ts";
-import { downloadFile, type DownloadOptions } from "./download_file.ts";
-import { findInHfCache, hfHubCacheDir, repoFolderName } from "./hf_cache.ts";
-import { checkSafetensorsFile } from "./safetensors_header.ts";
+import { defaultCacheDir, PRETRAINED } from "./download.ts";
+import { downloadFile } from "./download_file.ts";
+import { repoFolderName } from "./hf_cache.ts";
+import { fetchSafetensors, fromHfCache, type HubOptions, hubRepo } from "./hub_fetch.ts";
 
 const REPO_ID = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/;
 
@@ -31,10 +32,33 @@ export function parseRepoId(weights: string): string | null {
   return REPO_ID.test(weights) ? weights : null;
 }
 
+/**
+ * `weights` as a bare Hub id without an organisation (`distilgpt2`), or null. Only a guess: call
+ * it after folders, known names and {@link parseRepoId}, and download with `guessed`.
+ */
+export function bareRepoId(weights: string): string | null {
+  return /^[A-Za-z0-9][\w.-]*$/.test(weights) && !weights.includes("..") ? weights : null;
+}
+
 /** Options of `downloadRepo`. */
-export interface RepoOptions extends PretrainedOptions {
+export interface RepoOptions extends HubOptions {
   /** Fetch config.json only (to check the shape before the weights). */
   configOnly?: boolean;
+  /**
+   * The id is a bare name guessed from `--weights` ({@link bareRepoId}): when its config.json
+   * cannot be fetched, say in one line that it is no folder, no known model, nor on the Hub.
+   */
+  guessed?: boolean;
+}
+
+/** A guessed bare name the Hub did not give: most often a typo. */
+class NotOnHub extends UserError {}
+
+function notOnHub(repo: string, cause: UserError): NotOnHub {
+  return new NotOnHub(
+    `--weights "${repo}" is not a folder, a known model (${Object.keys(PRETRAINED).join(", ")}) ` +
+      `nor a GPT-2 reachable on the Hugging Face Hub (${cause.message})`,
+  );
 }
 
 /** Checks a fetched config.json: a GPT-2 our model can load, else one clear line. */
@@ -56,7 +80,7 @@ async function checkGpt2Config(path: string, repo: string): Promise<void> {
 
 /** A one-line hint for the Hub's answers that have one. */
 function explain(err: unknown, repo: string): unknown {
-  if (!(err instanceof UserError)) return err;
+  if (!(err instanceof UserError) || err instanceof NotOnHub) return err;
   const m = err.message;
   if (/HTTP 40[13]/.test(m)) {
     return new UserError(
@@ -78,48 +102,27 @@ function explain(err: unknown, repo: string): unknown {
  * repo that is not a GPT-2 before fetching its weights.
  */
 export async function downloadRepo(repo: string, options: RepoOptions = {}): Promise<string> {
-  if (options.hfCache !== false) {
-    const hit = await findInHfCache([repo], options.hfCache ?? hfHubCacheDir());
-    if (hit) {
-      if (!options.quiet) console.error(`${repo}: using the Hugging Face cache (${hit})`);
-      await checkGpt2Config(join(hit, "config.json"), repo);
-      return hit;
-    }
+  const hit = await fromHfCache([repo], repo, options);
+  if (hit) {
+    await checkGpt2Config(join(hit, "config.json"), repo);
+    return hit;
   }
   const dir = join(options.cacheDir ?? defaultCacheDir(), "hub", repoFolderName(repo));
-  const page = `${options.baseUrl?.replace(/\/+$/, "") ?? hfBaseUrl()}/${repo}`;
-  const common: DownloadOptions = {
-    signal: options.signal,
-    quiet: options.quiet,
-    retries: options.retries,
-    retryDelayMs: options.retryDelayMs,
-    headers: await hubHeaders(),
-  };
+  const { page, transfer } = await hubRepo(repo, options);
   try {
     const configPath = join(dir, "config.json");
     if (!await exists(configPath)) {
       await downloadFile(`${page}/resolve/main/config.json`, configPath, {
-        ...common,
+        ...transfer,
         label: `${repo}/config.json`,
+      }).catch((err) => {
+        const typo = options.guessed && err instanceof UserError && !options.signal?.aborted;
+        throw typo ? notOnHub(repo, err) : err;
       });
     }
     await checkGpt2Config(configPath, repo);
     if (options.configOnly) return dir;
-    const weightsPath = join(dir, "model.safetensors");
-    const cached = await checkSafetensorsFile(weightsPath);
-    if (cached.status === "ok") return dir;
-    if (cached.status === "truncated") await Deno.rename(weightsPath, `${weightsPath}.part`);
-    else if (cached.status === "corrupt") await Deno.remove(weightsPath);
-    await downloadFile(`${page}/resolve/main/model.safetensors`, weightsPath, {
-      ...common,
-      expectedSize: cached.expectedSize,
-      label: `${repo}/model.safetensors`,
-    });
-    const fetched = await checkSafetensorsFile(weightsPath);
-    if (fetched.status !== "ok") {
-      await Deno.remove(weightsPath).catch(() => {});
-      throw new UserError(`the downloaded ${repo}/model.safetensors is ${fetched.status}`);
-    }
+    await fetchSafetensors(page, dir, repo, transfer);
   } catch (err) {
     throw explain(err, repo);
   }

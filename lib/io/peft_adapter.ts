@@ -26,13 +26,12 @@ import {
   replaceLinearWithLora,
 } from "../model/lora.ts";
 import { UserError } from "../util/errors.ts";
-import { exists, writeTextAtomic } from "../util/fs.ts";
-import { readSafetensors, type TensorMap, writeSafetensors } from "./safetensors.ts";
+import { exists } from "../util/fs.ts";
+import { readSafetensors, type TensorMap } from "./safetensors.ts";
+import { ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, writeAdapterFiles } from "./adapter.ts";
+import { parseJsonFile } from "./json.ts";
 import { transpose2d } from "./gpt2_layout.ts";
 
-/** PEFT's file names. */
-export const PEFT_CONFIG_FILE = "adapter_config.json";
-export const PEFT_WEIGHTS_FILE = "adapter_model.safetensors";
 const PREFIX = "base_model.model.";
 const QKV = ["W_query", "W_key", "W_value"] as const;
 
@@ -211,18 +210,25 @@ export async function savePeftAdapter(
   options: { baseModel: string },
 ): Promise<string> {
   const { config, tensors } = await peftAdapter(model, options);
-  await Deno.mkdir(dir, { recursive: true });
-  await writeSafetensors(join(dir, PEFT_WEIGHTS_FILE), tensors, { format: "pt" });
-  await writeTextAtomic(join(dir, PEFT_CONFIG_FILE), JSON.stringify(config, null, 2) + "\n");
-  return dir;
+  return await writeAdapterFiles(dir, tensors, config);
 }
 
 /** True when `dir` holds a PEFT-format adapter (keys `base_model.model.*`). */
 export async function isPeftAdapter(dir: string): Promise<boolean> {
-  const path = join(dir, PEFT_WEIGHTS_FILE);
+  const path = join(dir, ADAPTER_WEIGHTS_FILE);
   if (!(await exists(path))) return false;
   const { tensors } = await readSafetensors(path, { label: path });
   return [...tensors.keys()].every((k) => k.startsWith(PREFIX));
+}
+
+/** The fields of PEFT's adapter_config.json that loading reads. */
+interface PeftConfig {
+  peft_type?: unknown;
+  r?: number;
+  lora_alpha?: number;
+  use_rslora?: boolean;
+  rank_pattern?: unknown;
+  alpha_pattern?: unknown;
 }
 
 /** A PEFT pattern's value for a module (PEFT matches `(.*\.)?(key)$`). */
@@ -266,11 +272,12 @@ function splitQkv(u: Update, e: number): (Update | undefined)[] {
  * that does not fit this model, or a rank that disagrees with the config, is a UserError.
  */
 export async function loadPeftAdapter(dir: string, model: GPTModel): Promise<void> {
-  const config = JSON.parse(await Deno.readTextFile(join(dir, PEFT_CONFIG_FILE)));
+  const configPath = join(dir, ADAPTER_CONFIG_FILE);
+  const config = parseJsonFile(await Deno.readTextFile(configPath), configPath) as PeftConfig;
   if (config.peft_type !== "LORA") {
     throw new UserError(`${dir}: peft_type is ${JSON.stringify(config.peft_type)}, not "LORA"`);
   }
-  const path = join(dir, PEFT_WEIGHTS_FILE);
+  const path = join(dir, ADAPTER_WEIGHTS_FILE);
   const { tensors } = await readSafetensors(path, { label: path });
   const e = model.config.embDim;
   const book = new Map<string, Update>();
@@ -286,7 +293,9 @@ export async function loadPeftAdapter(dir: string, model: GPTModel): Promise<voi
     const rank = a.shape[0];
     const want = patternValue(config.rank_pattern, module) ?? config.r;
     if (want !== undefined && rank !== want) {
-      throw new UserError(`${path}: "${key}" has rank ${rank}, ${PEFT_CONFIG_FILE} says ${want}`);
+      throw new UserError(
+        `${path}: "${key}" has rank ${rank}, ${ADAPTER_CONFIG_FILE} says ${want}`,
+      );
     }
     const alpha = patternValue(config.alpha_pattern, module) ?? config.lora_alpha ?? 8;
     const scale = config.use_rslora ? alpha / Math.sqrt(rank) : alpha / rank;

@@ -1,6 +1,7 @@
 /**
  * Weight resolution, what nanoGPT calls `from_pretrained`: `--weights NAME|DIR` is a checkpoint
- * folder or one of OpenAI's GPT-2 sizes (downloaded once into the cache), and `loadBaseModel`
+ * folder, one of OpenAI's GPT-2 sizes (downloaded once into the cache) or a GPT-2 on the Hub
+ * (`ORG/NAME`, `hf:NAME`, or last a bare `NAME` such as `distilgpt2`), and `loadBaseModel`
  * builds the GPTModel with those weights (chapter 7.5).
  *
  * @example
@@ -14,7 +15,7 @@ import { join } from "node:path";
 import { type GPTConfig, PRESETS } from "../model/config.ts";
 import { GPTModel } from "../model/gpt.ts";
 import { UserError } from "../util/errors.ts";
-import { downloadRepo, parseRepoId } from "./hub.ts";
+import { bareRepoId, downloadRepo, parseRepoId } from "./hub.ts";
 import { exists } from "../util/fs.ts";
 import { defaultCacheDir, downloadPretrained, PRETRAINED } from "./download.ts";
 import { checkSafetensorsFile } from "./safetensors_header.ts";
@@ -41,8 +42,17 @@ export interface BaseModel {
 function unknownWeights(weights: string): UserError {
   return new UserError(
     `--weights "${weights}" is neither a folder nor a pretrained name nor a Hugging Face repo ` +
-      `id (ORG/NAME or hf:NAME); valid names: ${Object.keys(PRETRAINED).join(", ")}`,
+      `id (ORG/NAME, NAME or hf:NAME); valid names: ${Object.keys(PRETRAINED).join(", ")}`,
   );
+}
+
+/** The Hub repo `weights` names (`ORG/NAME`, `hf:ID`, else a bare NAME that is no known name). */
+function hubId(weights: string): { repo: string; guessed: boolean } | null {
+  const repo = parseRepoId(weights);
+  if (repo) return { repo, guessed: false };
+  const known = weights in PRETRAINED || weights in PRESETS;
+  const bare = known ? null : bareRepoId(weights);
+  return bare ? { repo: bare, guessed: true } : null;
 }
 
 /**
@@ -52,9 +62,10 @@ function unknownWeights(weights: string): UserError {
 export async function baseModelConfig(weights: string): Promise<GPTConfig> {
   if (await exists(weights)) return await readHfConfig(weights);
   if (weights in PRETRAINED) return { ...PRESETS[weights], qkvBias: true };
-  const repo = parseRepoId(weights);
-  if (repo) return await readHfConfig(await downloadRepo(repo, { configOnly: true }));
-  throw unknownWeights(weights);
+  const hub = hubId(weights);
+  if (!hub) throw unknownWeights(weights);
+  const { repo, guessed } = hub;
+  return await readHfConfig(await downloadRepo(repo, { configOnly: true, guessed }));
 }
 
 /**
@@ -73,7 +84,7 @@ export async function cachedPretrained(
 
 /**
  * The checkpoint folder of `weights`: the folder itself, for a pretrained name or a Hub repo id
- * (`ORG/NAME`, `hf:NAME`, a GPT-2) the Python Hugging Face cache's snapshot or our cache
+ * (`ORG/NAME`, `hf:NAME`, a bare `NAME`; a GPT-2) the Python Hugging Face cache's snapshot or our cache
  * folder, downloading the files the first time (a truncated cached file is resumed).
  */
 export async function resolveWeights(
@@ -81,8 +92,8 @@ export async function resolveWeights(
   { cacheDir, signal }: { cacheDir?: string; signal?: AbortSignal } = {},
 ): Promise<string> {
   if (await exists(weights)) return weights;
-  const repo = weights in PRETRAINED ? undefined : parseRepoId(weights);
-  if (repo) return await downloadRepo(repo, { cacheDir, signal });
+  const hub = weights in PRETRAINED ? null : hubId(weights);
+  if (hub) return await downloadRepo(hub.repo, { cacheDir, signal, guessed: hub.guessed });
   if (!(weights in PRETRAINED)) throw unknownWeights(weights);
   return await downloadPretrained(weights, { cacheDir, signal });
 }

@@ -21,8 +21,7 @@
 import { basename } from "node:path";
 import { UserError } from "../util/errors.ts";
 import { writeAll, writeAtomicWith } from "../util/fs.ts";
-import { floatBytes, type FloatType } from "./half.ts";
-import { decodeTensor } from "./dtypes.ts";
+import { decodeTensor, floatBytes, type FloatType } from "./dtypes.ts";
 import { type Dtype, fail, formatShape, parseHeader, readFull } from "./safetensors_header.ts";
 
 /** One tensor in memory: its shape and its values, row-major. */

@@ -26,7 +26,7 @@ import { bookToHf, hfToBook, IGNORED_KEY, sameShape } from "./gpt2_layout.ts";
 import { CONFIG_FILE, readHfConfigFull, WEIGHTS_FILE } from "./hf_config.ts";
 import { readSafetensors, type TensorMap, writeSafetensors } from "./safetensors.ts";
 import { formatShape } from "./safetensors_header.ts";
-import type { FloatType } from "./half.ts";
+import type { FloatType } from "./dtypes.ts";
 import { GPT2_VOCAB_SIZE, writeTokenizerFiles } from "./tokenizer_files.ts";
 
 // ---------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ import { PRETRAINED } from "../io/download.ts";
 import { chatTemplate } from "../data/chat_template.ts";
 import { ExitCode, UserError } from "../util/errors.ts";
 import { assertFitsTokenizer } from "../data/tokenizer.ts";
-import { AdamW } from "./adamw.ts";
 import { baseModelConfig, loadBaseModel, resolveWeights } from "../io/resolve.ts";
 import { FINETUNE_DEFAULTS as D, finetuneModel, type FinetuneResult } from "./finetune.ts";
 import { generateTestResponses, testResponsesPath } from "./responses.ts";
@@ -27,23 +26,15 @@ import { loadInstructionSource, prepareInstructionData } from "../data/instructi
 import { CHECKPOINT_DIR, RunFolder } from "./run.ts";
 import { dataHash, type RunSettings } from "./settings.ts";
 import { stepsPerEpoch } from "./train.ts";
-import {
-  checkExtras,
-  decayOption,
-  extrasSettings,
-  extrasSummary,
-  loopExtras,
-  type TrainingExtras,
-} from "./run_extras.ts";
+import { checkExtras, extrasSettings, loopExtras, type TrainingExtras } from "./run_extras.ts";
+import { finishTraining, openRun, type RunPlace, startTraining } from "./run_steps.ts";
 
 /** Options of a finetuning run; unset ones take the book's values (FINETUNE_DEFAULTS). */
-export interface FinetuneRunOptions extends TrainingExtras {
+export interface FinetuneRunOptions extends TrainingExtras, RunPlace {
   /** A JSON list of {instruction, input, output}, or "alpaca" (exercise 7.3, downloaded). */
   data: string;
   /** gpt2-small ... gpt2-xl (downloaded once) or a checkpoint folder. */
   weights?: string;
-  out?: string;
-  resume?: string;
   template?: PromptTemplate;
   maskInstruction?: boolean;
   allowedMaxLength?: number;
@@ -72,11 +63,6 @@ export interface FinetuneRunOptions extends TrainingExtras {
   loraDropout?: number;
   /** With LoRA: also save the merged model in merged/. */
   merge?: boolean;
-  checkpointEvery?: number;
-  handleSignals?: boolean;
-  signal?: AbortSignal;
-  log?: (line: string) => void;
-  note?: (line: string) => void;
 }
 
 function checkOptions(o: FinetuneRunOptions): void {
@@ -232,14 +218,7 @@ export async function runFinetuning(o: FinetuneRunOptions): Promise<FinetuneRunR
   // loadBaseModel's model: the weights' config with dropout 0, as the book finetunes.
   const settings = await finetuneSettings(o, p, { ...p.config!, dropRate: 0 });
   if (p.config) await assertModelFits(p.config); // before the run folder exists
-  const run = await RunFolder.open({
-    dir: o.out,
-    resume: o.resume,
-    settings,
-    handleSignals: o.handleSignals,
-    signal: o.signal,
-    log: note,
-  });
+  const run = await openRun(o, settings, note);
   try {
     const weightsDir = await downloadWeights(o.weights, run, note); // once, before the backend
     await initBackend();
@@ -256,13 +235,12 @@ export async function runFinetuning(o: FinetuneRunOptions): Promise<FinetuneRunR
       note(formatLoraCounts(counts));
     }
     const lr = o.lr ?? D.lr;
-    const optimizer = new AdamW(model.namedParameters(), {
+    const { optimizer, resumeFrom } = await startTraining(run, model, {
+      ...o,
       lr,
       weightDecay: settings.weightDecay as number,
-      ...decayOption(o),
+      totalSteps: p.totalSteps,
     });
-    await run.checkSpace(model);
-    const resumeFrom = await run.restore(model, optimizer, p.totalSteps);
     const { data } = p;
     note(
       `finetuning ${model.numParams({ trainableOnly: true }).toLocaleString("en-US")} of ` +
@@ -287,9 +265,7 @@ export async function runFinetuning(o: FinetuneRunOptions): Promise<FinetuneRunR
       ...loopExtras(o, model, run.dir, o.weights),
       ...run.hooks(model, optimizer),
     });
-    await run.finish(history, stepsPerEpoch(data.trainLoader.length, o.gradAccum));
-    const summary = extrasSummary(o, history.state, run.dir);
-    if (summary) note(summary);
+    await finishTraining(run, history, o, data.trainLoader.length, note);
     const result = (written: string[]): FinetuneRunResult => ({
       history,
       out: run.dir,
@@ -298,13 +274,7 @@ export async function runFinetuning(o: FinetuneRunOptions): Promise<FinetuneRunR
       model,
       written,
     });
-    if (history.stopped) {
-      note(
-        `interrupted at step ${history.state.step}: checkpoint saved; ` +
-          `continue with --resume ${run.dir}`,
-      );
-      return result([]);
-    }
+    if (history.stopped) return result([]);
     note(`Training completed in ${(history.seconds / 60).toFixed(2)} minutes.`);
     const written = ["metrics.jsonl", "lr.svg", "loss.svg", `${CHECKPOINT_DIR}/ (HF GPT-2 layout)`];
     if (o.loraRank !== undefined) {

@@ -14,31 +14,20 @@ import { assertModelFits, GPTModel } from "../model/gpt.ts";
 import { pretrainingLoaders } from "../data/text.ts";
 import { readUtf8File } from "../util/utf8.ts";
 import { UserError } from "../util/errors.ts";
-import { AdamW } from "./adamw.ts";
-import { CHECKPOINT_DIR, RunFolder } from "./run.ts";
+import { CHECKPOINT_DIR } from "./run.ts";
 import { lrSchedule, warmupSteps } from "./schedule.ts";
 import { dataHash, type RunSettings } from "./settings.ts";
 import { stepsPerEpoch, trainModel, type TrainResult } from "./train.ts";
 import { readConfigFile } from "../io/config_file.ts";
 import { loadCheckpoint, loadWeightsInto } from "../io/weights.ts";
 import { baseModelConfig, resolveWeights } from "../io/resolve.ts";
-import {
-  checkExtras,
-  decayOption,
-  extrasSettings,
-  extrasSummary,
-  loopExtras,
-  type TrainingExtras,
-} from "./run_extras.ts";
+import { checkExtras, extrasSettings, loopExtras, type TrainingExtras } from "./run_extras.ts";
+import { finishTraining, openRun, type RunPlace, startTraining } from "./run_steps.ts";
 
 /** Options of a pretraining run, with appendix D.4's values as defaults. */
-export interface PretrainRunOptions extends TrainingExtras {
+export interface PretrainRunOptions extends TrainingExtras, RunPlace {
   /** UTF-8 text file (90% train / 10% validation by characters). */
   data: string;
-  /** The run folder (not needed for a plan). */
-  out?: string;
-  /** Continue the run saved in this folder. */
-  resume?: string;
   /** A preset name (default "gpt-124m-book"). */
   model?: string;
   /** Any shape: a Hugging Face GPT-2 config.json or the book's cfg dict (instead of `model`). */
@@ -62,16 +51,8 @@ export interface PretrainRunOptions extends TrainingExtras {
   evalFreq?: number;
   evalIter?: number;
   seed?: number;
-  checkpointEvery?: number;
   /** Prompt of the greedy sample after each epoch. */
   startContext?: string;
-  /** Stop on SIGINT/SIGTERM with a checkpoint (the CLI). */
-  handleSignals?: boolean;
-  /** A caller's stop signal (a notebook's stop button). */
-  signal?: AbortSignal;
-  /** Where the loop's lines go (default console.log) and one-line notes (console.error). */
-  log?: (line: string) => void;
-  note?: (line: string) => void;
 }
 
 /** Appendix D.4's settings. */
@@ -99,15 +80,10 @@ type Resolved =
     Omit<
       PretrainRunOptions,
       | "contextLength"
-      | "checkpointEvery"
-      | "resume"
-      | "out"
-      | "signal"
-      | "log"
-      | "note"
       | "config"
       | "initFrom"
       | keyof TrainingExtras
+      | Exclude<keyof RunPlace, "handleSignals">
     >
   >
   & PretrainRunOptions;
@@ -276,24 +252,15 @@ export async function runPretraining(options: PretrainRunOptions): Promise<Pretr
   const note = o.note ?? console.error;
   const { config, text, trainLoader, valLoader, totalSteps, warmup } = await prepare(o);
   await assertModelFits(config); // before the run folder exists
-  const run = await RunFolder.open({
-    dir: o.out,
-    resume: o.resume,
-    settings: pretrainSettings(o, config, await dataHash(text)),
-    handleSignals: o.handleSignals,
-    signal: o.signal,
-    log: note,
-  });
+  const run = await openRun(o, pretrainSettings(o, config, await dataHash(text)), note);
   try {
     await initBackend();
     const model = new GPTModel(config, { seed: o.seed });
-    const optimizer = new AdamW(model.namedParameters(), {
+    const { optimizer, resumeFrom } = await startTraining(run, model, {
+      ...o,
       lr: o.peakLr,
-      weightDecay: o.weightDecay,
-      ...decayOption(o),
+      totalSteps,
     });
-    await run.checkSpace(model);
-    const resumeFrom = await run.restore(model, optimizer, totalSteps);
     if (!resumeFrom && o.initFrom) {
       await loadInitWeights(model, o.initFrom);
       note(`initialised from ${o.initFrom}`);
@@ -322,14 +289,12 @@ export async function runPretraining(options: PretrainRunOptions): Promise<Pretr
       ...loopExtras(o, model, run.dir, o.initFrom ?? o.model),
       ...run.hooks(model, optimizer),
     });
-    await run.finish(history, stepsPerEpoch(trainLoader.length, o.gradAccum));
-    const summary = extrasSummary(o, history.state, run.dir);
-    if (summary) note(summary);
-    note(
-      history.stopped
-        ? `interrupted at step ${history.state.step}: checkpoint saved; continue with --resume ${run.dir}`
-        : `done: ${run.dir}/metrics.jsonl, lr.svg, loss.svg, ${CHECKPOINT_DIR}/ (HF GPT-2 layout)`,
-    );
+    await finishTraining(run, history, o, trainLoader.length, note);
+    if (!history.stopped) {
+      note(
+        `done: ${run.dir}/metrics.jsonl, lr.svg, loss.svg, ${CHECKPOINT_DIR}/ (HF GPT-2 layout)`,
+      );
+    }
     return { history, out: run.dir, stopped: history.stopped, exitCode: run.exitCode, model };
   } finally {
     await run.close();

@@ -46,11 +46,6 @@ interface DeviceState {
 
 let state: DeviceState | undefined;
 
-/** True when Deno offers WebGPU (`navigator.gpu`). */
-export function webgpuAvailable(): boolean {
-  return Boolean((navigator as Navigator & { gpu?: GPU }).gpu);
-}
-
 /** A software (CPU) Vulkan/Metal/D3D implementation: far slower than the cpu backend with BLAS. */
 export function isSoftwareAdapter(info: GPUAdapterInfo): boolean {
   return Boolean(info.isFallbackAdapter) ||
