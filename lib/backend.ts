@@ -156,11 +156,6 @@ export async function useStockCpu(): Promise<void> {
   (tf.backend() as unknown as { firstUse: boolean }).firstUse = false;
 }
 
-/** The backend initBackend chose (undefined before it ran). */
-export function currentBackend(): BackendInfo | undefined {
-  return current;
-}
-
 /**
  * Makes the other backends available for side-by-side timing (appendix A's exercise A.2) without
  * switching to them: wasm always, WebGPU when Deno offers an adapter. Returns their names.

@@ -170,8 +170,3 @@ export function setPoolLimit(bytes: number): void {
 export function poolStats(): { allocated: number; reused: number; freeBytes: number } {
   return { ...stats, freeBytes };
 }
-
-/** Resets the counters. */
-export function resetPoolStats(): void {
-  stats = { allocated: 0, reused: 0 };
-}

@@ -53,13 +53,6 @@ export function sameShape(a: readonly number[], b: readonly number[]): boolean {
   return true;
 }
 
-/** An empty typed array for `dtype` (bool is stored as Uint8Array on the cpu backend). */
-export function newArray(dtype: tf.DataType, size: number): Float32Array | Int32Array | Uint8Array {
-  if (dtype === "float32") return new Float32Array(size);
-  if (dtype === "int32") return new Int32Array(size);
-  return new Uint8Array(size);
-}
-
 /** Backends a fused op can bring kernels for. */
 export type FusedBackend = "cpu" | "webgpu";
 
