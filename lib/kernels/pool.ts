@@ -48,7 +48,7 @@ const free = new Map<number, Float32Array[]>();
 let freeBytes = 0;
 let limitBytes = 2 * (1 << 30);
 const reuseListeners: ((arr: Float32Array) => void)[] = [];
-let stats = { allocated: 0, reused: 0 };
+const stats = { allocated: 0, reused: 0 };
 
 function expose(values: unknown): void {
   if (!ArrayBuffer.isView(values)) return;
