@@ -20,11 +20,22 @@ export function crossEntropy(
   ignoreIndex = IGNORE_INDEX,
 ): tf.Scalar {
   return tf.tidy(() => {
+    const counted = tf.sum(tf.notEqual(targets, ignoreIndex).toFloat());
+    return tf.div(summedCrossEntropy(logits, targets, ignoreIndex), counted) as tf.Scalar;
+  });
+}
+
+/** The cross-entropy summed over the counted targets (ignored ones add 0); shapes as above. */
+export function summedCrossEntropy(
+  logits: tf.Tensor,
+  targets: tf.Tensor,
+  ignoreIndex = IGNORE_INDEX,
+): tf.Scalar {
+  return tf.tidy(() => {
     const v = logits.shape[logits.shape.length - 1];
     const flat = logits.reshape([-1, v]) as tf.Tensor2D;
     const t = targets.reshape([-1]).toInt() as tf.Tensor1D;
-    const losses = sparseCrossEntropy(flat, t, ignoreIndex);
-    return tf.div(tf.sum(losses), tf.sum(tf.notEqual(t, ignoreIndex).toFloat())) as tf.Scalar;
+    return tf.sum(sparseCrossEntropy(flat, t, ignoreIndex));
   });
 }
 

@@ -10,8 +10,7 @@ import * as tf from "@tensorflow/tfjs";
 import type { GPTModel } from "../model/gpt.ts";
 import type { AdamW } from "./adamw.ts";
 import { clipGradNormInPlace, clipGradNormInPlaceDeferred } from "./clip.ts";
-import { sparseCrossEntropy } from "../kernels/fused/cross_entropy.ts";
-import { type Batch, calcLossBatch, IGNORE_INDEX } from "./loss.ts";
+import { type Batch, calcLossBatch, IGNORE_INDEX, summedCrossEntropy } from "./loss.ts";
 
 /** Settings of one step. */
 export interface StepOptions {
@@ -100,10 +99,7 @@ export async function trainStep(
 
 /** The summed cross-entropy of a batch's counted targets (ignored ones add 0). Call in tidy. */
 function summedLoss(model: GPTModel, batch: Batch): tf.Scalar {
-  const logits = model.forward(batch.inputs);
-  const v = logits.shape[logits.shape.length - 1];
-  const targets = batch.targets.reshape([-1]).toInt() as tf.Tensor1D;
-  return tf.sum(sparseCrossEntropy(logits.reshape([-1, v]) as tf.Tensor2D, targets));
+  return summedCrossEntropy(model.forward(batch.inputs), batch.targets);
 }
 
 /** Targets that count in the loss (not IGNORE_INDEX) over all batches, on the device. */
